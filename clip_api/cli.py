@@ -1,0 +1,75 @@
+"""`clip-api`: one command line for building, validating, serving and deploying CLIP embeddings.
+
+Subcommands import what they need when they run, so `clip-api serve` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_package(args: argparse.Namespace) -> int:
+    from clip_api.model_config import load_model_config
+    from model_build.package import describe, package_model
+    from model_build.weights import WeightsSource, WeightsUnavailableError
+
+    config = load_model_config(args.model_id)
+    try:
+        result = package_model(
+            config,
+            Path(args.out),
+            WeightsSource.parse(args.weights),
+            variant=args.variant,
+            seed=args.seed,
+            architecture=args.architecture,
+        )
+    except WeightsUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(describe(result), indent=2))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from inference_code.artifact import open_artifact
+    from inference_code.server import serve
+
+    serve(open_artifact(args.artifact), host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clip-api", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    package = commands.add_parser("package", help="build a serving artifact (model.tar.gz) for a model config")
+    package.add_argument("model_id", help="a config under configs/models/, e.g. clip-vit-b-32")
+    package.add_argument("--out", required=True, help="output directory")
+    package.add_argument(
+        "--weights",
+        default="pretrained",
+        help="pretrained (the config's open_clip tag), random (seeded, demo only), or a checkpoint PATH / s3:// URI",
+    )
+    package.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+    package.add_argument("--variant", choices=["fp32", "int8"], help="default: the config's serving variant")
+    package.add_argument("--architecture", help="override the open_clip architecture (experiments only)")
+    package.set_defaults(func=_cmd_package)
+
+    serve = commands.add_parser("serve", help="serve an artifact on the SageMaker container contract (/ping, /invocations)")
+    serve.add_argument("artifact", help="model.tar.gz or its extracted directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Served models are data: one YAML per model under configs/models/, validated here.
+
+Adding a model is adding a file; everything downstream (packaging, validation thresholds,
+pipeline, endpoint sizing, alarms, routes) reads it through `load_model_config`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from clip_api.paths import MODEL_CONFIGS_DIR
+
+Variant = Literal["fp32", "int8"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpenClipSpec(_Strict):
+    architecture: str = Field(description="open_clip model name, e.g. ViT-B-32-quickgelu")
+    pretrained: str | None = Field(description="open_clip pretrained tag (e.g. openai), or null")
+
+
+class ServingLimits(_Strict):
+    """Request limits enforced by the serving container (copied into the artifact manifest)."""
+
+    max_request_bytes: int = 4_000_000  # SageMaker serverless payload limit is 4 MB
+    max_image_bytes: int = 3_000_000  # a base64 image above ~3 MB raw cannot fit in 4 MB
+    max_image_pixels: int = 40_000_000  # decompression bombs: decoded width*height
+    max_aspect_ratio: float = 50.0  # bounds the resized image (shorter side -> 224)
+    max_batch_size: int = 32
+    max_text_chars: int = 10_000
+    body_read_timeout_s: float = 30.0
+
+
+class ServingSpec(_Strict):
+    variant: Variant = "int8"
+    limits: ServingLimits = ServingLimits()
+
+
+class ValidationSpec(_Strict):
+    parity_min_cosine: dict[Variant, float]
+    golden_min_cosine: float = 0.999
+    zero_shot_min_top1: float = 0.0
+    allow_random_init: bool = False
+
+    @field_validator("parity_min_cosine")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for variant, threshold in value.items():
+            if not 0.0 < threshold <= 1.0:
+                raise ValueError(f"parity threshold for {variant} must be in (0, 1], got {threshold}")
+        return value
+
+
+class RegistrySpec(_Strict):
+    model_package_group: str
+
+
+class EndpointSpec(_Strict):
+    """SageMaker serverless limits: memory 1024-6144 MB in 1 GB steps, concurrency 1-200."""
+
+    memory_mb: int = 4096
+    max_concurrency: int = 20
+    provisioned_concurrency: int | None = None
+    keep_previous_endpoints: int = 1
+
+    @model_validator(mode="after")
+    def _within_serverless_limits(self) -> "EndpointSpec":
+        if self.memory_mb not in range(1024, 6145, 1024):
+            raise ValueError("memory_mb must be one of 1024, 2048, ..., 6144")
+        if not 1 <= self.max_concurrency <= 200:
+            raise ValueError("max_concurrency must be within 1..200")
+        if self.provisioned_concurrency is not None and not (
+            1 <= self.provisioned_concurrency <= self.max_concurrency
+        ):
+            raise ValueError("provisioned_concurrency must be within 1..max_concurrency")
+        if self.keep_previous_endpoints < 0:
+            raise ValueError("keep_previous_endpoints must be >= 0")
+        return self
+
+
+class AlarmSpec(_Strict):
+    model_latency_p90_ms: float
+    invocation_5xx_errors: int
+    invocation_4xx_errors: int
+    model_setup_time_ms: float
+    throttles: int
+
+
+class ModelConfig(_Strict):
+    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
+    description: str
+    route: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="public URL path: POST /<route>")
+    demo_only: bool = False
+    open_clip: OpenClipSpec
+    embedding_dim: int
+    serving: ServingSpec = ServingSpec()
+    validation: ValidationSpec
+    registry: RegistrySpec
+    endpoint: EndpointSpec = EndpointSpec()
+    alarms: AlarmSpec
+
+    def parity_threshold(self, variant: str) -> float:
+        try:
+            return self.validation.parity_min_cosine[variant]  # type: ignore[index]
+        except KeyError:
+            raise ValueError(f"{self.model_id}: no parity threshold configured for variant {variant!r}") from None
+
+
+class UnknownModelError(LookupError):
+    pass
+
+
+def model_config_path(model_id: str, configs_dir: Path = MODEL_CONFIGS_DIR) -> Path:
+    return configs_dir / f"{model_id}.yaml"
+
+
+@lru_cache(maxsize=None)
+def load_model_config(model_id: str, configs_dir: Path = MODEL_CONFIGS_DIR) -> ModelConfig:
+    path = model_config_path(model_id, configs_dir)
+    if not path.is_file():
+        known = ", ".join(list_model_ids(configs_dir)) or "none"
+        raise UnknownModelError(f"no model config {path.name} under {configs_dir} (known: {known})")
+    data = yaml.safe_load(path.read_text())
+    config = ModelConfig.model_validate(data)
+    if config.model_id != model_id:
+        raise ValueError(f"{path}: model_id {config.model_id!r} does not match the file name")
+    return config
+
+
+def list_model_ids(configs_dir: Path = MODEL_CONFIGS_DIR) -> list[str]:
+    return sorted(p.stem for p in configs_dir.glob("*.yaml"))
+
+
+def load_all_model_configs(configs_dir: Path = MODEL_CONFIGS_DIR) -> list[ModelConfig]:
+    return [load_model_config(model_id, configs_dir) for model_id in list_model_ids(configs_dir)]

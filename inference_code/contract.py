@@ -1,0 +1,158 @@
+"""The request/response contract of /invocations, as pure functions.
+
+Request bodies (Content-Type application/json):
+  {"text": "..."}            -> [float, ...]
+  {"texts": ["...", ...]}    -> [[float, ...], ...]
+  {"image": "<base64>"}      -> [float, ...]
+  {"images": ["<base64>"]}   -> [[float, ...], ...]
+A raw image body (Content-Type image/jpeg, image/png, image/webp, image/gif, image/bmp or
+application/x-image) is the same as {"image": ...}. Every violation is a RequestError with a
+stable code; nothing here touches the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from inference_code.errors import RequestError, bad_request, too_large
+
+JSON_CONTENT_TYPES = ("application/json",)
+IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/x-image")
+REQUEST_KEYS = ("text", "texts", "image", "images")
+_DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(rb"\s+")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_request_bytes: int = 4_000_000
+    max_image_bytes: int = 3_000_000
+    max_batch_size: int = 32
+    max_text_chars: int = 10_000
+
+    @classmethod
+    def from_dict(cls, limits: dict) -> "RequestLimits":
+        return cls(**{name: limits[name] for name in cls.__dataclass_fields__ if name in limits})
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    kind: Literal["text", "image"]
+    items: tuple  # str for text, bytes for image
+    batch: bool  # answer with an array of arrays
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_request(body: bytes, content_type: str | None, limits: RequestLimits) -> EmbeddingRequest:
+    if len(body) > limits.max_request_bytes:
+        raise request_too_large(len(body), limits)
+    kind = media_type(content_type)
+    if kind in IMAGE_CONTENT_TYPES:
+        if not body:
+            raise bad_request("empty_body", "the request body is empty")
+        return EmbeddingRequest(kind="image", items=(body,), batch=False)
+    if kind not in JSON_CONTENT_TYPES and kind != "":
+        raise RequestError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {kind!r} is not supported; send application/json, or a raw image as one of "
+            + ", ".join(IMAGE_CONTENT_TYPES),
+        )
+    return parse_json_request(body, limits)
+
+
+def parse_json_request(body: bytes, limits: RequestLimits) -> EmbeddingRequest:
+    if not body.strip():
+        raise bad_request("empty_body", "the request body is empty; send a JSON object such as {\"text\": \"a photo of a dog\"}")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request("malformed_json", f"the request body is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict):
+        raise bad_request("invalid_request", "the request body must be a JSON object")
+    unknown = sorted(set(payload) - set(REQUEST_KEYS))
+    if unknown:
+        raise bad_request("unknown_field", f"unknown field(s) {unknown}; expected exactly one of {list(REQUEST_KEYS)}")
+    present = [key for key in REQUEST_KEYS if key in payload]
+    if len(present) != 1:
+        raise bad_request("invalid_request", f"expected exactly one of {list(REQUEST_KEYS)}, got {present or 'none'}")
+    key = present[0]
+    value = payload[key]
+    if key in ("text", "image"):
+        items = [value]
+    else:
+        if not isinstance(value, list):
+            raise bad_request("invalid_type", f"'{key}' must be a JSON array")
+        if not value:
+            raise bad_request("empty_batch", f"'{key}' must hold at least one item")
+        if len(value) > limits.max_batch_size:
+            raise too_large("batch_too_large", f"'{key}' holds {len(value)} items; at most {limits.max_batch_size} are accepted")
+        items = value
+    batch = key in ("texts", "images")
+    if key.startswith("text"):
+        return EmbeddingRequest("text", tuple(_check_text(t, _where(key, i, batch), limits) for i, t in enumerate(items)), batch)
+    return EmbeddingRequest("image", tuple(_decode_image(v, _where(key, i, batch), limits) for i, v in enumerate(items)), batch)
+
+
+def _where(key: str, index: int, batch: bool) -> str:
+    return f"{key}[{index}]" if batch else key
+
+
+def _check_text(value: object, where: str, limits: RequestLimits) -> str:
+    if not isinstance(value, str):
+        raise bad_request("invalid_type", f"'{where}' must be a string")
+    if not value.strip():
+        raise bad_request("empty_text", f"'{where}' is empty")
+    if len(value) > limits.max_text_chars:
+        raise too_large(
+            "text_too_long",
+            f"'{where}' has {len(value)} characters; at most {limits.max_text_chars} are accepted "
+            "(texts past 77 tokens are truncated anyway)",
+        )
+    return value
+
+
+def _decode_image(value: object, where: str, limits: RequestLimits) -> bytes:
+    if not isinstance(value, str):
+        raise bad_request("invalid_type", f"'{where}' must be a base64 string")
+    encoded = _WHITESPACE.sub(b"", _DATA_URI.sub("", value, count=1).encode("ascii", errors="replace"))
+    if not encoded:
+        raise bad_request("empty_image", f"'{where}' is empty")
+    if len(encoded) // 4 * 3 > limits.max_image_bytes + 2:
+        raise too_large("image_too_large", f"'{where}' decodes to more than {limits.max_image_bytes} bytes")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("invalid_base64", f"'{where}' is not valid base64") from None
+
+
+def request_too_large(size: int, limits: RequestLimits) -> RequestError:
+    return too_large(
+        "request_too_large",
+        f"the request body is {size} bytes; at most {limits.max_request_bytes} bytes are accepted "
+        "(the SageMaker serverless payload limit is 4 MB; a base64 image must stay under about "
+        f"{limits.max_image_bytes // 1_000_000} MB raw)",
+    )
+
+
+def with_item_index(error: RequestError, where: str) -> RequestError:
+    return RequestError(error.status, error.code, f"'{where}': {error.message}")
+
+
+def encode_embeddings(vectors, batch: bool) -> bytes:
+    rows = vectors.tolist()
+    return json.dumps(rows if batch else rows[0], separators=(",", ":")).encode()
+
+
+def encode_attributes(model_id: str, version: str, variant: str, truncated: tuple[bool, ...] = ()) -> str:
+    """Metadata for SageMaker's X-Amzn-SageMaker-Custom-Attributes header (visible ASCII, <= 1024 chars)."""
+    indices = ",".join(str(i) for i, flag in enumerate(truncated) if flag)
+    return f"model={model_id};version={version};variant={variant};truncated={indices or 'none'}"

@@ -1,0 +1,26 @@
+"""The one error type the serving path raises for bad requests: a status, a stable code, a message.
+
+Messages are written for API consumers: they say what was wrong and what fits, and never carry
+stack traces, file paths or internal names.
+"""
+
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def to_body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def bad_request(code: str, message: str) -> RequestError:
+    return RequestError(400, code, message)
+
+
+def too_large(code: str, message: str) -> RequestError:
+    return RequestError(413, code, message)

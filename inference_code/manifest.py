@@ -1,0 +1,106 @@
+"""The artifact manifest: what a serving artifact holds and how to serve it.
+
+Written by model_build when packaging, read by the serving container at start and by the
+validation gate. One definition serves both so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_FILE = "manifest.json"
+IMAGE_ENCODER_FILE = "image_encoder.onnx"
+TEXT_ENCODER_FILE = "text_encoder.onnx"
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    source: str  # "pretrained" | "checkpoint" | "random-init"
+    sha256: str  # digest of the state dict's tensors: identifies the weights whatever the source
+    pretrained_tag: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class PreprocessInfo:
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    vocab_file: str = VOCAB_FILE
+    context_length: int = 77
+    clean: str = "lower"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_id: str
+    version: str
+    architecture: str
+    quick_gelu: bool
+    variant: str
+    embedding_dim: int
+    weights: WeightsInfo
+    preprocess: PreprocessInfo
+    tokenizer: TokenizerInfo
+    limits: dict
+    files: dict[str, str]
+    versions: dict[str, str]
+    created_at: str
+    schema_version: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported manifest schema_version {data.get('schema_version')!r}")
+        return cls(
+            **{
+                **data,
+                "weights": WeightsInfo(**data["weights"]),
+                "preprocess": PreprocessInfo(
+                    **{**data["preprocess"], "mean": tuple(data["preprocess"]["mean"]), "std": tuple(data["preprocess"]["std"])}
+                ),
+                "tokenizer": TokenizerInfo(**data["tokenizer"]),
+            }
+        )
+
+
+def load_manifest(artifact_dir: Path | str) -> Manifest:
+    path = Path(artifact_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a serving artifact directory")
+    return Manifest.from_dict(json.loads(path.read_text()))
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(artifact_dir: Path | str, manifest: Manifest) -> list[str]:
+    """Names of files whose sha256 differs from the manifest's (missing files included)."""
+    bad = []
+    for name, expected in manifest.files.items():
+        path = Path(artifact_dir) / name
+        if not path.is_file() or sha256_file(path) != expected:
+            bad.append(name)
+    return bad
