@@ -1,0 +1,100 @@
+"""The request contract as pure functions: every bad input gets its status and stable code."""
+
+import base64
+import json
+
+import pytest
+
+from inference_code.contract import RequestLimits, encode_attributes, encode_embeddings, parse_request
+from inference_code.errors import RequestError
+
+LIMITS = RequestLimits(max_request_bytes=10_000, max_image_bytes=1_000, max_batch_size=4, max_text_chars=100)
+B64 = base64.b64encode(b"\x89PNG fake bytes").decode()
+
+
+def parse(body, content_type="application/json"):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    return parse_request(body, content_type, LIMITS)
+
+
+def error_of(body, content_type="application/json") -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        parse(body, content_type)
+    return caught.value
+
+
+def test_single_and_batch_forms():
+    assert parse({"text": "a dog"}) == parse({"text": "a dog"})
+    single = parse({"text": "a dog"})
+    assert (single.kind, single.items, single.batch) == ("text", ("a dog",), False)
+    batch = parse({"texts": ["a", "b"]})
+    assert (batch.kind, batch.items, batch.batch) == ("text", ("a", "b"), True)
+    image = parse({"image": B64})
+    assert (image.kind, image.items, image.batch) == ("image", (b"\x89PNG fake bytes",), False)
+    assert parse({"images": [B64, B64]}).items == (b"\x89PNG fake bytes",) * 2
+
+
+def test_base64_forgiveness_data_uri_and_line_breaks():
+    wrapped = "\n".join(B64[i : i + 8] for i in range(0, len(B64), 8))
+    assert parse({"image": wrapped}).items[0] == b"\x89PNG fake bytes"
+    assert parse({"image": "data:image/png;base64," + B64}).items[0] == b"\x89PNG fake bytes"
+
+
+def test_raw_image_body_and_charset_parameter():
+    assert parse(b"\xff\xd8raw", "image/jpeg").items == (b"\xff\xd8raw",)
+    assert parse({"text": "x"}, "application/json; charset=utf-8").kind == "text"
+    assert parse({"text": "x"}, None).kind == "text"
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status, code",
+    [
+        (b"{not json", "application/json", 400, "malformed_json"),
+        (b"\xff\xfe\x00garbage", "application/json", 400, "malformed_json"),
+        (b"", "application/json", 400, "empty_body"),
+        (b"", "image/png", 400, "empty_body"),
+        ([1, 2], "application/json", 400, "invalid_request"),
+        ({}, "application/json", 400, "invalid_request"),
+        ({"text": "a", "image": B64}, "application/json", 400, "invalid_request"),
+        ({"txt": "typo"}, "application/json", 400, "unknown_field"),
+        ({"text": 42}, "application/json", 400, "invalid_type"),
+        ({"text": None}, "application/json", 400, "invalid_type"),
+        ({"text": ""}, "application/json", 400, "empty_text"),
+        ({"text": "   \n"}, "application/json", 400, "empty_text"),
+        ({"text": "x" * 101}, "application/json", 413, "text_too_long"),
+        ({"texts": "not a list"}, "application/json", 400, "invalid_type"),
+        ({"texts": []}, "application/json", 400, "empty_batch"),
+        ({"texts": ["a"] * 5}, "application/json", 413, "batch_too_large"),
+        ({"texts": ["a", 3]}, "application/json", 400, "invalid_type"),
+        ({"image": "!!!not base64!!!"}, "application/json", 400, "invalid_base64"),
+        ({"image": "abc"}, "application/json", 400, "invalid_base64"),
+        ({"image": ""}, "application/json", 400, "empty_image"),
+        ({"image": 123}, "application/json", 400, "invalid_type"),
+        ({"image": "QUFB" * 400}, "application/json", 413, "image_too_large"),
+        ({"images": [B64] * 5}, "application/json", 413, "batch_too_large"),
+        ({"text": "a dog"}, "text/plain", 415, "unsupported_media_type"),
+        ({"text": "a dog"}, "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"x" * 10_001, "application/json", 413, "request_too_large"),
+    ],
+)
+def test_bad_requests(body, content_type, status, code):
+    error = error_of(body, content_type)
+    assert (error.status, error.code) == (status, code)
+    assert error.message and "Traceback" not in error.message
+
+
+def test_batch_errors_name_the_item():
+    error = error_of({"texts": ["ok", ""]})
+    assert "texts[1]" in error.message
+
+
+def test_encoding_of_embeddings_and_attributes():
+    import numpy as np
+
+    vectors = np.array([[0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
+    assert json.loads(encode_embeddings(vectors, batch=False)) == pytest.approx([0.6, 0.8])
+    assert len(json.loads(encode_embeddings(vectors, batch=True))) == 2
+    attributes = encode_attributes("clip-tiny", "abc123", "fp32", (False, True, True))
+    assert attributes == "model=clip-tiny;version=abc123;variant=fp32;truncated=1,2"
+    assert encode_attributes("m", "v", "int8").endswith("truncated=none")
