@@ -41,6 +41,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from clip_api.demo import run_demo
+
+    return run_demo(args.model_id, port=args.port, random_weights=args.random_weights, keep_serving=args.keep_serving)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip-api", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -63,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=_cmd_serve)
+
+    demo = commands.add_parser("demo", help="package a model offline, serve it and send example requests")
+    demo.add_argument("model_id", nargs="?", default="clip-tiny")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--random-weights", action="store_true", help="full-size architecture at random init (demo only)")
+    demo.add_argument("--keep-serving", action="store_true", help="keep the server up until Ctrl-C")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -130,3 +130,14 @@ def tiny_server(tiny_fp32):
     yield base
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """No network to the model hub, answered at once (huggingface_hub reads HF_HUB_OFFLINE at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hf-cache"

@@ -1,0 +1,86 @@
+import os
+
+import open_clip
+import pytest
+import torch
+
+from model_build.weights import WeightsSource, WeightsUnavailableError, build_model, uses_quick_gelu
+
+
+def test_weights_source_parsing(tmp_path):
+    assert WeightsSource.parse("pretrained") == WeightsSource("pretrained")
+    assert WeightsSource.parse("random") == WeightsSource("random")
+    assert WeightsSource.parse("s3://bucket/clip.safetensors") == WeightsSource("checkpoint", "s3://bucket/clip.safetensors")
+    assert WeightsSource.parse("/models/clip.pt").kind == "checkpoint"
+    with pytest.raises(ValueError, match="pretrained"):
+        WeightsSource.parse("openai-please")
+
+
+def test_unreachable_pretrained_weights_fail_clearly_naming_alternatives(b32_config, offline_hub):
+    """The real loading code runs (open_clip's hub download); offline it must fail loudly, never fall back."""
+    with pytest.raises(WeightsUnavailableError) as caught:
+        build_model(b32_config, WeightsSource("pretrained"), cache_dir=str(offline_hub))
+    message = str(caught.value)
+    assert "ViT-B-32-quickgelu/openai" in message
+    for alternative in ("--weights PATH", "s3://", "--weights random", "HF_HUB_OFFLINE"):
+        assert alternative in message
+
+
+def test_tiny_config_has_no_pretrained_tag(tiny_config):
+    with pytest.raises(WeightsUnavailableError, match="no pretrained tag"):
+        build_model(tiny_config, WeightsSource("pretrained"))
+
+
+def test_missing_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        build_model(tiny_config, WeightsSource("checkpoint", str(tmp_path / "absent.pt")))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_checkpoint_weights_are_loaded_and_identified(tiny_config, tmp_path, suffix):
+    random_init = build_model(tiny_config, WeightsSource("random"), seed=3)
+    path = tmp_path / f"clip-tiny{suffix}"
+    state = {k: v.contiguous() for k, v in random_init.model.state_dict().items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    loaded = build_model(tiny_config, WeightsSource.parse(str(path)))
+    assert loaded.weights.source == "checkpoint"
+    assert loaded.weights.sha256 == random_init.weights.sha256  # same tensors, same digest
+    assert loaded.weights.checkpoint_sha256 and len(loaded.weights.checkpoint_sha256) == 64
+    other_seed = build_model(tiny_config, WeightsSource("random"), seed=4)
+    assert other_seed.weights.sha256 != random_init.weights.sha256
+
+
+def test_random_init_is_deterministic_per_seed(tiny_config):
+    a = build_model(tiny_config, WeightsSource("random"), seed=7)
+    b = build_model(tiny_config, WeightsSource("random"), seed=7)
+    assert a.weights.sha256 == b.weights.sha256 and a.weights.seed == 7
+
+
+@pytest.mark.parametrize("model_id", ["clip-vit-b-32", "clip-vit-l-14", "clip-tiny"])
+def test_served_architectures_use_quick_gelu(model_id):
+    """OpenAI's weights were trained with QuickGELU: every config must build it (and the check can fail)."""
+    from clip_api.model_config import load_model_config
+    from model_build.weights import register_repo_architectures
+
+    register_repo_architectures()
+    config = load_model_config(model_id)
+    model_cfg = open_clip.get_model_config(config.open_clip.architecture)
+    assert model_cfg["quick_gelu"] is True
+    if model_id == "clip-tiny":
+        assert uses_quick_gelu(build_model(config, WeightsSource("random")).model)
+        plain = dict(model_cfg, quick_gelu=False)
+        from open_clip.model import CLIP
+
+        assert not uses_quick_gelu(CLIP(**plain))
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(os.environ.get("CLIP_API_WEIGHTS_TESTS") != "1", reason="needs the released weights (network): set CLIP_API_WEIGHTS_TESTS=1")
+def test_pretrained_openai_weights_load(b32_config):
+    built = build_model(b32_config, WeightsSource("pretrained"))
+    assert built.weights.source == "pretrained" and built.quick_gelu
