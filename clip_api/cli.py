@@ -47,6 +47,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.model_id, port=args.port, random_weights=args.random_weights, keep_serving=args.keep_serving)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from model_build.benchmark import render_table, run_benchmark, save_results
+
+    results = run_benchmark(
+        args.models.split(","), args.variants.split(","), Path(args.out_dir), requests=args.requests, port=args.port
+    )
+    print(render_table(results))
+    if args.json:
+        save_results(results, Path(args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip-api", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--random-weights", action="store_true", help="full-size architecture at random init (demo only)")
     demo.add_argument("--keep-serving", action="store_true", help="keep the server up until Ctrl-C")
     demo.set_defaults(func=_cmd_demo)
+
+    bench = commands.add_parser("bench", help="benchmark baseline vs fp32 vs int8 through /invocations (prints a table)")
+    bench.add_argument("--models", default="clip-vit-b-32,clip-vit-l-14")
+    bench.add_argument("--variants", default="baseline,fp32,int8")
+    bench.add_argument("--requests", type=int, default=20, help="requests per latency measurement")
+    bench.add_argument("--out-dir", default=".artifacts/bench", help="where benchmark artifacts are packaged (reused)")
+    bench.add_argument("--port", type=int, default=18080)
+    bench.add_argument("--json", help="also write the figures as JSON here")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

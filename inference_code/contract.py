@@ -12,7 +12,6 @@ stable code; nothing here touches the model.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -25,7 +24,7 @@ JSON_CONTENT_TYPES = ("application/json",)
 IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/x-image")
 REQUEST_KEYS = ("text", "texts", "image", "images")
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
-_WHITESPACE = re.compile(rb"\s+")
+_ASCII_WHITESPACE = b" \t\n\r\v\f"
 
 
 @dataclass(frozen=True)
@@ -123,14 +122,19 @@ def _check_text(value: object, where: str, limits: RequestLimits) -> str:
 def _decode_image(value: object, where: str, limits: RequestLimits) -> bytes:
     if not isinstance(value, str):
         raise bad_request("invalid_type", f"'{where}' must be a base64 string")
-    encoded = _WHITESPACE.sub(b"", _DATA_URI.sub("", value, count=1).encode("ascii", errors="replace"))
-    if not encoded:
+    prefix = _DATA_URI.match(value)
+    encoded = value[prefix.end() :] if prefix else value
+    if not encoded.strip():
         raise bad_request("empty_image", f"'{where}' is empty")
     if len(encoded) // 4 * 3 > limits.max_image_bytes + 2:
         raise too_large("image_too_large", f"'{where}' decodes to more than {limits.max_image_bytes} bytes")
     try:
-        return base64.b64decode(encoded, validate=True)
+        return binascii.a2b_base64(encoded, strict_mode=True)
     except (binascii.Error, ValueError):
+        pass  # line-wrapped base64 (as `base64` and many encoders write it) is common: strip and retry
+    try:
+        return binascii.a2b_base64(encoded.encode("ascii").translate(None, _ASCII_WHITESPACE), strict_mode=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
         raise bad_request("invalid_base64", f"'{where}' is not valid base64") from None
 
 
