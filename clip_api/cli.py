@@ -29,7 +29,12 @@ def _cmd_package(args: argparse.Namespace) -> int:
     except WeightsUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(describe(result), indent=2))
+    summary = describe(result)
+    if args.tarball_only:
+        import shutil
+
+        shutil.rmtree(result.directory)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -82,6 +87,46 @@ def _cmd_references(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_parameters(pairs: list[str]) -> dict[str, str]:
+    parameters = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--param takes Name=Value, got {pair!r}")
+        parameters[name] = value
+    return parameters
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from clip_api.model_config import load_model_config
+    from pipeline.settings import PipelineSettings
+
+    config = load_model_config(args.model_id)
+    settings = PipelineSettings.from_env()
+    if args.action == "definition":
+        from pipeline.definition import pipeline_definition
+
+        print(json.dumps(pipeline_definition(config, settings), indent=2))
+        return 0
+    if args.action == "upsert":
+        from pipeline.aws import upsert_pipeline
+
+        print(upsert_pipeline(config, settings))
+        return 0
+    if args.action == "start":
+        from pipeline.aws import start_pipeline
+
+        print(start_pipeline(config, settings, _parse_parameters(args.param)))
+        return 0
+    from pipeline.aws import run_pipeline_locally
+
+    print(f"running the {config.model_id} pipeline definition locally in {args.workdir}")
+    result = run_pipeline_locally(config, settings, Path(args.workdir), _parse_parameters(args.param))
+    print(json.dumps({"status": result.status, "model_package_arn": result.model_package_arn,
+                      "failure_reason": result.failure_reason, "steps": [vars(s) for s in result.steps]}, indent=2))
+    return 0 if result.status == "Succeeded" else 1
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from model_build.benchmark import render_table, run_benchmark, save_results
 
@@ -109,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--seed", type=int, default=0, help="seed for --weights random")
     package.add_argument("--variant", choices=["fp32", "int8"], help="default: the config's serving variant")
     package.add_argument("--architecture", help="override the open_clip architecture (experiments only)")
+    package.add_argument("--tarball-only", action="store_true", help="keep only model.tar.gz and manifest.json in --out")
     package.set_defaults(func=_cmd_package)
 
     serve = commands.add_parser("serve", help="serve an artifact on the SageMaker container contract (/ping, /invocations)")
@@ -138,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     references.add_argument("--seed", type=int, default=0)
     references.add_argument("--out", help="default: configs/models/<model_id>.golden.npz")
     references.set_defaults(func=_cmd_references)
+
+    pipeline = commands.add_parser("pipeline", help="the model's SageMaker Pipeline: definition, upsert, start, run-local")
+    pipeline.add_argument("action", choices=["definition", "upsert", "start", "run-local"])
+    pipeline.add_argument("model_id")
+    pipeline.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="pipeline parameter (WeightsSource, Variant, ProcessingInstanceType, ModelApprovalStatus, GitCommit)")
+    pipeline.add_argument("--workdir", default=".local/pipeline-runs", help="run-local: where processing jobs run")
+    pipeline.set_defaults(func=_cmd_pipeline)
 
     bench = commands.add_parser("bench", help="benchmark baseline vs fp32 vs int8 through /invocations (prints a table)")
     bench.add_argument("--models", default="clip-vit-b-32,clip-vit-l-14")

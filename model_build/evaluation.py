@@ -3,6 +3,7 @@
 evaluation.json is flat and stable so a SageMaker ConditionStep can read it with JsonGet:
   verdict.passed                    true | false
   verdict.reasons                   list of human-readable reasons (empty when passed)
+  verdict.summary                   the reasons joined into one string ("passed" when none)
   metrics.parity_min_cosine         min over text and image probes (vs open_clip, same weights)
   metrics.parity_text_min_cosine    metrics.parity_text_mean_cosine
   metrics.parity_image_min_cosine   metrics.parity_image_mean_cosine
@@ -131,7 +132,12 @@ def build_report(facts: Facts, metrics: Metrics, thresholds: Thresholds) -> dict
     worst = measured.pop("worst_probes")
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "verdict": {"passed": not reasons, "status": "passed" if not reasons else "failed", "reasons": reasons},
+        "verdict": {
+            "passed": not reasons,
+            "status": "passed" if not reasons else "failed",
+            "reasons": reasons,
+            "summary": "; ".join(reasons) or "passed",
+        },
         "metrics": {"parity_min_cosine": metrics.parity_min_cosine, **measured},
         "thresholds": asdict(thresholds),
         "artifact": {

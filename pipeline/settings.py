@@ -1,0 +1,45 @@
+"""Where a pipeline runs: account-specific settings, from environment variables with documented names.
+
+The offline definition (`clip-api pipeline definition`) needs no credentials: without the
+variables it uses placeholder ARNs and URIs that make the JSON reviewable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+PLACEHOLDER_ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    region: str
+    bucket: str
+    role_arn: str
+    processing_image_uri: str
+    serving_image_uri: str
+    processing_instance_type: str = "ml.m5.2xlarge"
+    prefix: str = "clip-embedding-api"
+
+    @property
+    def code_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/code/processing_entry.py"
+
+    def run_prefix(self, model_id: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/pipelines/{model_id}"
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "PipelineSettings":
+        env = os.environ if env is None else env
+        region = env.get("CLIP_API_REGION") or env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1"
+        account = env.get("CLIP_API_ACCOUNT_ID", PLACEHOLDER_ACCOUNT)
+        registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
+        return cls(
+            region=region,
+            bucket=env.get("CLIP_API_BUCKET", f"clip-embedding-api-{account}-{region}"),
+            role_arn=env.get("CLIP_API_PIPELINE_ROLE_ARN", f"arn:aws:iam::{account}:role/clip-embedding-api-pipeline"),
+            processing_image_uri=env.get("CLIP_API_PROCESSING_IMAGE", f"{registry}/clip-embedding-api-build:latest"),
+            serving_image_uri=env.get("CLIP_API_SERVING_IMAGE", f"{registry}/clip-embedding-api-serve:latest"),
+            processing_instance_type=env.get("CLIP_API_PROCESSING_INSTANCE_TYPE", "ml.m5.2xlarge"),
+        )
