@@ -28,6 +28,7 @@ from model_build.golden import GoldenReferences, golden_path, probe_set_digest
 from model_build.parity import ModalityParity, measure_parity
 from model_build.probes import ZERO_SHOT_PROMPT, ZERO_SHOT_WORDS, ProbeImage, probe_images, probe_texts
 from model_build.reference import OpenClipReference, cosine_rows
+from promotion import smoke
 
 _SERVING_MODULES = ("inference", "inference_code")
 
@@ -94,6 +95,7 @@ class EndpointClient:
 class ValidationResult:
     report: dict
     model_quality: dict
+    smoke_cases: list = ()
 
     @property
     def passed(self) -> bool:
@@ -103,6 +105,7 @@ class ValidationResult:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(self.report, indent=2))
         (quality_path or report_path.with_name("model_quality.json")).write_text(json.dumps(self.model_quality, indent=2))
+        report_path.with_name(smoke.SMOKE_FILE).write_text(smoke.dumps(list(self.smoke_cases)))
 
 
 def rebuild_reference(manifest: Manifest, config: ModelConfig):
@@ -185,6 +188,8 @@ def validate_artifact(
         text_p50, text_p95 = _latencies(lambda: client.invoke({"text": "a photo of a dog"}), latency_repeats)
         photo = next((d for n, d in named_images if n.startswith("photo-")), named_images[0][1])
         image_p50, image_p95 = _latencies(lambda: client.embed_images([photo]), latency_repeats)
+        small_image = next((d for n, d in named_images if n == "shapes-png"), named_images[-1][1])
+        smoke_cases = [{"request": request, "expected": client.invoke(request).tolist()} for request in smoke.smoke_requests(small_image)]
 
     all_vectors = np.concatenate([text_vectors, image_vectors])
     metrics = Metrics(
@@ -213,7 +218,7 @@ def validate_artifact(
         golden_stale=golden_stale,
     )
     report = build_report(facts, metrics, thresholds)
-    return ValidationResult(report=report, model_quality=model_quality(report))
+    return ValidationResult(report=report, model_quality=model_quality(report), smoke_cases=smoke_cases)
 
 
 def _facts(manifest: Manifest, config: ModelConfig, **measured) -> Facts:

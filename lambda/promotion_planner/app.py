@@ -1,0 +1,90 @@
+"""Promotion planner Lambda: read what is live, decide with promotion.plan, return the plan.
+
+Input: the EventBridge "SageMaker Model Package State Change" event. The package promoted is
+exactly the one the event names, never "the latest approved" found by listing.
+Environment: MODEL_EXECUTION_ROLE_ARN, TOPIC_ARN, API_FUNCTION_NAME_FORMAT (default
+"clip-embedding-api-{model_id}"), POLL_SECONDS, MAX_POLLS, BAKE_SECONDS, SMOKE_MIN_COSINE.
+"""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from clip_api.model_config import ModelConfig, load_all_model_configs
+from promotion.plan import LiveState, PackageInfo, Settings, endpoint_prefix, plan_promotion
+
+logger = Logger(service="clip-promotion-planner")
+
+
+class PackageStateChange(BaseModel):
+    ModelPackageArn: str
+    ModelPackageGroupName: str
+    ModelApprovalStatus: str
+
+
+class ApprovalEvent(EventBridgeModel):
+    detail: PackageStateChange
+
+
+def settings_from_env(env=os.environ) -> Settings:
+    return Settings(
+        role_arn=env["MODEL_EXECUTION_ROLE_ARN"],
+        topic_arn=env["TOPIC_ARN"],
+        poll_seconds=int(env.get("POLL_SECONDS", "30")),
+        max_polls=int(env.get("MAX_POLLS", "40")),
+        bake_seconds=int(env.get("BAKE_SECONDS", "300")),
+        smoke_min_cosine=float(env.get("SMOKE_MIN_COSINE", "0.999")),
+    )
+
+
+def config_for_group(group: str) -> ModelConfig:
+    for config in load_all_model_configs():
+        if config.registry.model_package_group == group:
+            return config
+    raise LookupError(f"no model config registers into model package group {group}")
+
+
+def read_package(sagemaker, arn: str) -> PackageInfo:
+    package = sagemaker.describe_model_package(ModelPackageName=arn)
+    container = package["InferenceSpecification"]["Containers"][0]
+    quality = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+    return PackageInfo(
+        arn=package["ModelPackageArn"],
+        group=package["ModelPackageGroupName"],
+        version=int(package["ModelPackageVersion"]),
+        approval_status=package.get("ModelApprovalStatus", "Unknown"),
+        image=container["Image"],
+        model_data_url=container["ModelDataUrl"],
+        model_quality_uri=quality,
+    )
+
+
+def read_live_state(lambda_client, sagemaker, config: ModelConfig, function_name: str) -> LiveState:
+    environment = lambda_client.get_function_configuration(FunctionName=function_name).get("Environment", {}).get("Variables", {})
+    endpoints = []
+    for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=endpoint_prefix(config.model_id)):
+        endpoints += page["Endpoints"]
+    names = tuple(e["EndpointName"] for e in sorted(endpoints, key=lambda e: e["CreationTime"]) if e["EndpointName"].startswith(endpoint_prefix(config.model_id)))
+    return LiveState(function_name=function_name, environment=environment, endpoints=names)
+
+
+def plan_for_event(event: ApprovalEvent, sagemaker, lambda_client, settings: Settings, function_name_format: str) -> dict:
+    package = read_package(sagemaker, event.detail.ModelPackageArn)
+    config = config_for_group(package.group)
+    live = read_live_state(lambda_client, sagemaker, config, function_name_format.format(model_id=config.model_id))
+    plan = plan_promotion(config, package, live, settings).to_dict()
+    logger.info("promotion planned", extra={"action": plan["action"], "reason": plan["reason"], "package_arn": package.arn})
+    return plan
+
+
+@logger.inject_lambda_context
+@event_parser(model=ApprovalEvent)
+def handler(event: ApprovalEvent, context: LambdaContext) -> dict:
+    return plan_for_event(event, boto3.client("sagemaker"), boto3.client("lambda"), settings_from_env(),
+                          os.environ.get("API_FUNCTION_NAME_FORMAT", "clip-embedding-api-{model_id}"))

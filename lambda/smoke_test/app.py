@@ -1,0 +1,59 @@
+"""Smoke-test Lambda: replay the validated requests against the new endpoint and compare embeddings.
+
+Input: {"endpoint_name", "model_id", "version", "smoke_test_uri", "min_cosine"}.
+Output: {"passed": bool, "reason": str, "min_cosine": float}: a failed comparison is a result,
+not an error, so the workflow can say why it rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+from promotion import smoke
+
+logger = Logger(service="clip-smoke-test")
+
+
+class SmokeTestRequest(BaseModel):
+    endpoint_name: str
+    model_id: str
+    version: int
+    smoke_test_uri: str
+    min_cosine: float
+
+
+def load_cases(s3, uri: str) -> list[dict]:
+    if not uri.startswith("s3://"):
+        return []
+    bucket, _, key = uri[5:].partition("/")
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["cases"]
+
+
+def run_smoke_test(request: SmokeTestRequest, s3, runtime) -> smoke.SmokeResult:
+    try:
+        cases = load_cases(s3, request.smoke_test_uri)
+    except (ClientError, BotoCoreError, ValueError, KeyError) as error:
+        return smoke.SmokeResult(False, f"could not read the smoke-test references: {type(error).__name__}", 0.0)
+    answers = []
+    for index, case in enumerate(cases):
+        try:
+            response = runtime.invoke_endpoint(EndpointName=request.endpoint_name, ContentType="application/json",
+                                               Accept="application/json", Body=json.dumps(case["request"]))
+            answers.append(json.loads(response["Body"].read()))
+        except (ClientError, BotoCoreError, ValueError) as error:
+            return smoke.SmokeResult(False, f"request {index} failed: {type(error).__name__}: {str(error)[:200]}", 0.0)
+    return smoke.evaluate(cases, answers, request.min_cosine)
+
+
+@logger.inject_lambda_context
+@event_parser(model=SmokeTestRequest)
+def handler(event: SmokeTestRequest, context: LambdaContext) -> dict:
+    result = run_smoke_test(event, boto3.client("s3"), boto3.client("sagemaker-runtime"))
+    logger.info("smoke test", extra={"endpoint": event.endpoint_name, **result.to_dict()})
+    return result.to_dict()

@@ -1,0 +1,195 @@
+"""Promotion decisions as plain functions: names, configs, alarms, what to retire, what to roll back to.
+
+Nothing here calls AWS: the planner Lambda reads the current state, calls `plan_promotion`, and the
+state machine executes the plan it returns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from clip_api.model_config import ModelConfig
+
+ENDPOINT_ENV = "SAGEMAKER_ENDPOINT_NAME"
+PACKAGE_ENV = "MODEL_PACKAGE_ARN"
+VERSION_ENV = "MODEL_PACKAGE_VERSION"
+METRICS_NAMESPACE = "ClipEmbeddingApi"
+_NAME_LIMIT = 63
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    arn: str
+    group: str
+    version: int
+    approval_status: str
+    image: str
+    model_data_url: str
+    model_quality_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the model's API Lambda serves now (its environment) and the model's endpoints."""
+
+    function_name: str
+    environment: dict
+    endpoints: tuple[str, ...] = ()  # names of this model's existing endpoints, oldest first
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.environment.get(ENDPOINT_ENV) or None
+
+    @property
+    def version(self) -> int | None:
+        value = self.environment.get(VERSION_ENV)
+        return int(value) if value and value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    role_arn: str
+    topic_arn: str
+    poll_seconds: int = 30
+    max_polls: int = 40  # 20 minutes: serverless endpoints can take over 10 minutes
+    bake_seconds: int = 300
+    smoke_min_cosine: float = 0.999
+
+
+def resource_name(model_id: str, version: int) -> str:
+    """Endpoint, endpoint config and model share one name per version: clip-<model>-v<version>."""
+    name = re.sub(r"[^a-zA-Z0-9-]", "-", f"clip-{model_id}-v{version}")
+    if len(name) > _NAME_LIMIT:
+        raise ValueError(f"{name} is longer than SageMaker's {_NAME_LIMIT} characters")
+    return name
+
+
+def endpoint_prefix(model_id: str) -> str:
+    return f"clip-{model_id}-v"
+
+
+def serverless_config(config: ModelConfig) -> dict:
+    spec = config.endpoint
+    result = {"MemorySizeInMB": spec.memory_mb, "MaxConcurrency": spec.max_concurrency}
+    if spec.provisioned_concurrency:
+        result["ProvisionedConcurrency"] = spec.provisioned_concurrency
+    return result
+
+
+def alarm_specs(config: ModelConfig, endpoint: str, topic_arn: str) -> list[dict]:
+    """PutMetricAlarm requests for one endpoint, all in the Metrics form so one workflow step puts any of them.
+
+    SageMaker reports latencies in microseconds.
+    """
+    dimensions = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}]
+    alarms = config.alarms
+
+    def alarm(suffix, metric, threshold, stat, namespace="AWS/SageMaker", dims=dimensions):
+        return {
+            "AlarmName": f"{endpoint}-{suffix}",
+            "AlarmDescription": f"clip-embedding-api {config.model_id}: {suffix} on {endpoint}",
+            "Metrics": [
+                {
+                    "Id": "m1",
+                    "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric, "Dimensions": dims}, "Period": 60, "Stat": stat},
+                    "ReturnData": True,
+                }
+            ],
+            "EvaluationPeriods": 1,
+            "Threshold": float(threshold),
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [topic_arn] if topic_arn else [],
+        }
+
+    return [
+        alarm("invocation-5xx", "Invocation5XXErrors", alarms.invocation_5xx_errors, "Sum"),
+        alarm("invocation-4xx", "Invocation4XXErrors", alarms.invocation_4xx_errors, "Sum"),
+        alarm("model-latency-p90", "ModelLatency", alarms.model_latency_p90_ms * 1000, "p90"),
+        alarm("model-setup-time", "ModelSetupTime", alarms.model_setup_time_ms * 1000, "Maximum"),
+        # Serverless endpoints publish no throttle metric of their own: the API Lambda counts them.
+        alarm("throttles", "Throttles", alarms.throttles, "Sum", namespace=METRICS_NAMESPACE,
+              dims=[{"Name": "model", "Value": config.model_id}]),
+    ]
+
+
+def alarm_names(config: ModelConfig, endpoint: str) -> list[str]:
+    return [spec["AlarmName"] for spec in alarm_specs(config, endpoint, topic_arn="")]
+
+
+def endpoints_to_retire(existing: tuple[str, ...], new_endpoint: str, previous_endpoint: str | None, keep_previous: int) -> list[str]:
+    """After a successful switch: keep the new endpoint and the `keep_previous` most recent others."""
+    others = [name for name in existing if name != new_endpoint]
+    if previous_endpoint and previous_endpoint in others:
+        others.remove(previous_endpoint)
+        others.append(previous_endpoint)  # the one just replaced is the most recent rollback target
+    kept = others[len(others) - keep_previous :] if keep_previous else []
+    return [name for name in others if name not in kept]
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str  # "promote" | "skip"
+    reason: str
+    model_id: str
+    package_arn: str
+    version: int
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"action": self.action, "reason": self.reason, "model_id": self.model_id, "package_arn": self.package_arn,
+                "version": self.version, **self.details}
+
+
+def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, settings: Settings) -> Plan:
+    name = resource_name(config.model_id, package.version)
+
+    def skip(reason: str) -> Plan:
+        return Plan("skip", reason, config.model_id, package.arn, package.version, {"topic_arn": settings.topic_arn})
+
+    if package.group != config.registry.model_package_group:
+        return skip(f"package group {package.group} is not {config.model_id}'s ({config.registry.model_package_group})")
+    if live.endpoint == name:
+        return skip(f"version {package.version} is already serving on {name}")
+    if name in live.endpoints:
+        return skip(f"a promotion of version {package.version} is already in progress ({name} exists)")
+    if package.approval_status != "Approved":
+        return skip(f"package {package.arn} is {package.approval_status}, not Approved")
+    if live.version is not None and package.version < live.version:
+        return skip(f"version {package.version} is superseded: version {live.version} is already serving")
+
+    new_environment = {**live.environment, ENDPOINT_ENV: name, PACKAGE_ENV: package.arn, VERSION_ENV: str(package.version)}
+    previous = live.endpoint
+    smoke_uri = package.model_quality_uri.rsplit("/", 1)[0] + "/smoke_test.json" if package.model_quality_uri else None
+    return Plan(
+        "promote",
+        f"promote version {package.version} to {name}" + (f", replacing {previous}" if previous else " (first deployment)"),
+        config.model_id,
+        package.arn,
+        package.version,
+        {
+            "model_name": name,
+            "endpoint_config_name": name,
+            "endpoint_name": name,
+            "image": package.image,
+            "model_data_url": package.model_data_url,
+            "role_arn": settings.role_arn,
+            "serverless_config": serverless_config(config),
+            "function_name": live.function_name,
+            "new_environment": new_environment,
+            "previous_environment": dict(live.environment),
+            "previous_endpoint": previous or "",
+            "has_previous_endpoint": bool(previous),
+            "alarms": alarm_specs(config, name, settings.topic_arn),
+            "alarm_names": alarm_names(config, name),
+            "old_alarm_names": alarm_names(config, previous) if previous else [],
+            "retire_endpoints": endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints),
+            "smoke_test_uri": smoke_uri or "",
+            "smoke_min_cosine": settings.smoke_min_cosine,
+            "poll_seconds": settings.poll_seconds,
+            "max_polls": settings.max_polls,
+            "bake_seconds": settings.bake_seconds,
+            "topic_arn": settings.topic_arn,
+        },
+    )

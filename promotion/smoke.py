@@ -1,0 +1,58 @@
+"""Smoke-test references and their comparison, as pure functions.
+
+The validation step writes smoke_test.json beside evaluation.json: a few requests in the public
+contract and the embeddings the validated artifact answered (which matched open_clip). The smoke
+test Lambda replays them against the new endpoint and compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+
+SMOKE_FILE = "smoke_test.json"
+SMOKE_TEXTS = ("a photo of a dog", "an astronaut floating above the earth", "日本語のテキスト 🐶")
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    passed: bool
+    reason: str
+    min_cosine: float
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "reason": self.reason, "min_cosine": self.min_cosine}
+
+
+def smoke_requests(image: bytes) -> list[dict]:
+    return [{"text": text} for text in SMOKE_TEXTS] + [{"image": base64.b64encode(image).decode()}]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def evaluate(cases: list[dict], answers: list[object], min_cosine: float) -> SmokeResult:
+    """cases: [{"request": ..., "expected": [...]}]; answers: the endpoint's parsed JSON bodies."""
+    if not cases:
+        return SmokeResult(False, "no smoke-test references for this version", 0.0)
+    worst = 1.0
+    for index, (case, answer) in enumerate(zip(cases, answers, strict=True)):
+        expected = case["expected"]
+        if not isinstance(answer, list) or len(answer) != len(expected):
+            return SmokeResult(False, f"request {index}: expected a {len(expected)}-d embedding, got {str(answer)[:120]}", 0.0)
+        norm = math.sqrt(sum(x * x for x in answer))
+        if abs(norm - 1) > 1e-3:
+            return SmokeResult(False, f"request {index}: embedding norm {norm:.4f} is not 1", 0.0)
+        worst = min(worst, cosine(expected, answer))
+    if worst < min_cosine:
+        return SmokeResult(False, f"min cosine {worst:.6f} to the validated embeddings is under {min_cosine}", worst)
+    return SmokeResult(True, f"{len(cases)} requests matched (min cosine {worst:.6f})", worst)
+
+
+def dumps(cases: list[dict]) -> str:
+    return json.dumps({"format_version": 1, "cases": cases})

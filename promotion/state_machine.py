@@ -1,0 +1,300 @@
+"""The promotion workflow, defined with the Step Functions Data Science SDK; emits promotion.asl.json.
+
+Happy path: Plan -> CreateModel -> CreateEndpointConfig (serverless) -> CreateEndpoint (a new
+endpoint per version: blue/green, the previous one keeps serving) -> poll DescribeEndpoint in a
+bounded Wait/Choice loop -> SmokeTest (Lambda: real invocations vs reference embeddings) ->
+SwitchTraffic (the API Lambda's environment names the new endpoint: one atomic configuration
+update) -> PutAlarms -> Bake (wait, then any alarm in ALARM fails the promotion) ->
+DeleteOldAlarms -> RetireEndpoints (beyond the number kept for rollback) -> RecordLive -> notify.
+Any failure: RestorePrevious (if traffic was switched) -> DeleteNewAlarms -> delete the new
+endpoint, config and model -> RecordRejected on the model package -> notify SNS with the reason.
+
+Placeholders ${PlanFunctionArn}, ${SmokeTestFunctionArn} and ${TopicArn} are CloudFormation
+DefinitionSubstitutions (tests and local mode substitute them the same way).
+
+Regenerate the committed ASL with `python -m promotion.state_machine`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stepfunctions.steps import Catch, Chain, Choice, ChoiceRule, Fail, Map, Pass, Retry, Succeed, Task, Wait
+from stepfunctions.steps.states import Graph
+
+ASL_PATH = Path(__file__).with_name("promotion.asl.json")
+PLAN_FUNCTION = "${PlanFunctionArn}"
+SMOKE_FUNCTION = "${SmokeTestFunctionArn}"
+TOPIC = "${TopicArn}"
+ALL_ERRORS = ["States.ALL"]
+
+
+class SdkTask(Task):
+    """Task with ResultSelector, which ASL has but SDK 2.3.0 predates (keeps timestamps out of state)."""
+
+    def __init__(self, state_id, result_selector: dict | None = None, **kwargs):
+        super().__init__(state_id, **kwargs)
+        if result_selector is not None:
+            self.fields["result_selector"] = result_selector
+
+
+def sdk(service: str, action: str) -> str:
+    return f"arn:aws:states:::aws-sdk:{service}:{action}"
+
+
+def _catch_to(state, next_step, errors=ALL_ERRORS):
+    state.add_catch(Catch(error_equals=errors, next_step=next_step, result_path="$.error"))
+    return state
+
+
+def _failure(state_id: str, error: str, cause_path: str | None = None, cause: str | None = None) -> Pass:
+    """Record a failure found by a Choice in $.error, the same shape a Catch writes."""
+    parameters = {"Error": error}
+    parameters.update({"Cause.$": cause_path} if cause_path else {"Cause": cause})
+    return Pass(state_id, parameters=parameters, result_path="$.error")
+
+
+def _publish(state_id: str, subject: str, message_format: str, *paths: str) -> Task:
+    return Task(
+        state_id,
+        resource="arn:aws:states:::sns:publish",
+        parameters={"TopicArn": TOPIC, "Subject": subject, "Message.$": f"States.Format('{message_format}', {', '.join(paths)})"},
+        result_path=None,
+    )
+
+
+def build_definition() -> dict:
+    # ---- failure handling (built first: the happy path points into it) ----------------------
+    promotion_failed = Fail("PromotionFailed", error="PromotionFailed", cause="promotion rolled back; see the SNS notification")
+    notify_failure = _publish(
+        "NotifyFailure", "clip-embedding-api promotion rolled back",
+        "{}: promotion of version {} failed and was rolled back: {}: {}",
+        "$.plan.model_id", "$.plan.version", "$.error.Error", "$.error.Cause",
+    )
+    notify_failure.next(promotion_failed)
+    record_rejected = SdkTask(
+        "RecordRejected",
+        resource=sdk("sagemaker", "updateModelPackage"),
+        parameters={
+            "ModelPackageArn.$": "$.plan.package_arn",
+            "ModelApprovalStatus": "Rejected",
+            "ApprovalDescription.$": "States.Format('promotion rolled back: {}', $.error.Error)",
+            "CustomerMetadataProperties": {"promotion": "rolled-back", "promotion_error.$": "$.error.Error"},
+        },
+        result_path=None,
+    )
+    _catch_to(record_rejected, notify_failure).next(notify_failure)
+
+    def delete(state_id, action, key):
+        task = SdkTask(state_id, resource=sdk("sagemaker", action), parameters={key + ".$": "$.plan.endpoint_name"}, result_path=None)
+        task.add_catch(Catch(error_equals=ALL_ERRORS, next_step=None, result_path="$.cleanup_error"))
+        return task
+
+    delete_endpoint = delete("DeleteNewEndpoint", "deleteEndpoint", "EndpointName")
+    delete_config = delete("DeleteNewEndpointConfig", "deleteEndpointConfig", "EndpointConfigName")
+    delete_model = delete("DeleteNewModel", "deleteModel", "ModelName")
+    for task, following in ((delete_endpoint, delete_config), (delete_config, delete_model), (delete_model, record_rejected)):
+        task.catches[0].next_step = following
+        task.next(following)
+    cleanup = delete_endpoint
+
+    delete_new_alarms = SdkTask("DeleteNewAlarms", resource=sdk("cloudwatch", "deleteAlarms"),
+                                parameters={"AlarmNames.$": "$.plan.alarm_names"}, result_path=None)
+    delete_new_alarms.add_catch(Catch(error_equals=ALL_ERRORS, next_step=cleanup, result_path="$.cleanup_error"))
+    delete_new_alarms.next(cleanup)
+    restore_previous = SdkTask(
+        "RestorePrevious",
+        resource=sdk("lambda", "updateFunctionConfiguration"),
+        parameters={"FunctionName.$": "$.plan.function_name", "Environment": {"Variables.$": "$.plan.previous_environment"}},
+        result_path=None,
+    )
+    restore_previous.add_retry(Retry(error_equals=ALL_ERRORS, interval_seconds=2, max_attempts=3, backoff_rate=2.0))
+    restore_previous.add_catch(Catch(error_equals=ALL_ERRORS, next_step=delete_new_alarms, result_path="$.restore_error"))
+    restore_previous.next(delete_new_alarms)
+
+    # ---- happy path --------------------------------------------------------------------------
+    promoted = Succeed("Promoted")
+    notify_success = _publish("NotifySuccess", "clip-embedding-api promotion succeeded", "{}: {}",
+                              "$.plan.model_id", "$.plan.reason")
+    notify_success.next(promoted)
+    record_live = SdkTask(
+        "RecordLive",
+        resource=sdk("sagemaker", "updateModelPackage"),
+        parameters={"ModelPackageArn.$": "$.plan.package_arn",
+                    "CustomerMetadataProperties": {"promotion": "live", "endpoint_name.$": "$.plan.endpoint_name"}},
+        result_path=None,
+    )
+    record_live.add_catch(Catch(error_equals=ALL_ERRORS, next_step=notify_success, result_path="$.record_error"))
+    record_live.next(notify_success)
+
+    retire_one = Chain([
+        SdkTask("RetireEndpoint", resource=sdk("sagemaker", "deleteEndpoint"), parameters={"EndpointName.$": "$.name"}, result_path=None),
+        SdkTask("RetireEndpointConfig", resource=sdk("sagemaker", "deleteEndpointConfig"), parameters={"EndpointConfigName.$": "$.name"}, result_path=None),
+        SdkTask("RetireModel", resource=sdk("sagemaker", "deleteModel"), parameters={"ModelName.$": "$.name"}, result_path=None),
+    ])
+    retire = Map("RetireEndpoints", items_path="$.plan.retire_endpoints", parameters={"name.$": "$$.Map.Item.Value"},
+                 max_concurrency=1, iterator=retire_one, result_path=None)
+    retire.add_catch(Catch(error_equals=ALL_ERRORS, next_step=record_live, result_path="$.retire_error"))
+    retire.next(record_live)
+
+    delete_old_alarms = SdkTask("DeleteOldAlarms", resource=sdk("cloudwatch", "deleteAlarms"),
+                                parameters={"AlarmNames.$": "$.plan.old_alarm_names"}, result_path=None)
+    delete_old_alarms.add_catch(Catch(error_equals=ALL_ERRORS, next_step=retire, result_path="$.alarm_cleanup_error"))
+    delete_old_alarms.next(retire)
+    has_old_alarms = Choice("HasOldAlarms")
+    has_old_alarms.add_choice(ChoiceRule.BooleanEquals("$.plan.has_previous_endpoint", True), delete_old_alarms)
+    has_old_alarms.default_choice(retire)
+
+    alarm_fired = _failure("AlarmDuringBake", "AlarmDuringBake", cause="an alarm of the new endpoint fired during the bake period")
+    alarm_fired.next(restore_previous)
+    alarms_quiet = Choice("AlarmsQuiet")
+    alarms_quiet.add_choice(ChoiceRule.BooleanEquals("$.bake.firing", True), alarm_fired)
+    alarms_quiet.default_choice(has_old_alarms)
+    summarise = Pass("AnyAlarmFiring", parameters={"firing.$": "States.ArrayContains($.bake.states, 'ALARM')"}, result_path="$.bake")
+    summarise.next(alarms_quiet)
+    # The state filter narrows the answer; the states are checked again because not every
+    # implementation applies StateValue together with AlarmNames.
+    check_alarms = SdkTask(
+        "CheckAlarms",
+        resource=sdk("cloudwatch", "describeAlarms"),
+        parameters={"AlarmNames.$": "$.plan.alarm_names", "StateValue": "ALARM"},
+        result_selector={"states.$": "$.MetricAlarms[*].StateValue"},
+        result_path="$.bake",
+    )
+    _catch_to(check_alarms, restore_previous).next(summarise)
+    bake = Wait("Bake", seconds_path="$.plan.bake_seconds")
+    bake.next(check_alarms)
+
+    put_alarm = SdkTask(
+        "PutAlarm",
+        resource=sdk("cloudwatch", "putMetricAlarm"),
+        parameters={key + ".$": f"$.{key}" for key in (
+            "AlarmName", "AlarmDescription", "Metrics", "EvaluationPeriods", "Threshold", "ComparisonOperator", "TreatMissingData", "AlarmActions")},
+        result_path=None,
+    )
+    put_alarms = Map("PutAlarms", items_path="$.plan.alarms", max_concurrency=2, iterator=put_alarm, result_path=None)
+    _catch_to(put_alarms, restore_previous).next(bake)
+
+    switch = SdkTask(
+        "SwitchTraffic",
+        resource=sdk("lambda", "updateFunctionConfiguration"),
+        parameters={"FunctionName.$": "$.plan.function_name", "Environment": {"Variables.$": "$.plan.new_environment"}},
+        result_path=None,
+    )
+    _catch_to(switch, restore_previous).next(put_alarms)
+
+    smoke_failed = _failure("SmokeTestFailed", "SmokeTestFailed", cause_path="$.smoke.reason")
+    smoke_failed.next(cleanup)
+    smoke_passed = Choice("SmokeTestPassed")
+    smoke_passed.add_choice(ChoiceRule.BooleanEquals("$.smoke.passed", True), switch)
+    smoke_passed.default_choice(smoke_failed)
+    smoke = SdkTask(
+        "SmokeTest",
+        resource="arn:aws:states:::lambda:invoke",
+        parameters={
+            "FunctionName": SMOKE_FUNCTION,
+            "Payload": {
+                "endpoint_name.$": "$.plan.endpoint_name",
+                "model_id.$": "$.plan.model_id",
+                "version.$": "$.plan.version",
+                "smoke_test_uri.$": "$.plan.smoke_test_uri",
+                "min_cosine.$": "$.plan.smoke_min_cosine",
+            },
+        },
+        result_selector={"passed.$": "$.Payload.passed", "reason.$": "$.Payload.reason"},
+        result_path="$.smoke",
+    )
+    smoke.add_retry(Retry(error_equals=["Lambda.ServiceException", "Lambda.TooManyRequestsException"], interval_seconds=2, max_attempts=3, backoff_rate=2.0))
+    _catch_to(smoke, cleanup).next(smoke_passed)
+
+    endpoint_failed = _failure("EndpointFailed", "EndpointFailed", cause="the new endpoint reached status Failed")
+    endpoint_failed.next(cleanup)
+    endpoint_timed_out = _failure("EndpointTimedOut", "EndpointTimedOut", cause="the new endpoint did not reach InService in time")
+    endpoint_timed_out.next(cleanup)
+    wait = Wait("WaitForEndpoint", seconds_path="$.plan.poll_seconds")
+    count = Pass("CountPoll", parameters={"count.$": "States.MathAdd($.polls.count, 1)"}, result_path="$.polls")
+    count.next(wait)
+    ready = Choice("EndpointReady")
+    ready.add_choice(ChoiceRule.StringEquals("$.endpoint.status", "InService"), smoke)
+    ready.add_choice(ChoiceRule.StringEquals("$.endpoint.status", "Failed"), endpoint_failed)
+    ready.add_choice(ChoiceRule.NumericGreaterThanEqualsPath("$.polls.count", "$.plan.max_polls"), endpoint_timed_out)
+    ready.default_choice(count)
+    describe = SdkTask("DescribeEndpoint", resource=sdk("sagemaker", "describeEndpoint"),
+                       parameters={"EndpointName.$": "$.plan.endpoint_name"},
+                       result_selector={"status.$": "$.EndpointStatus"}, result_path="$.endpoint")
+    describe.add_retry(Retry(error_equals=["SageMaker.ThrottlingException"], interval_seconds=5, max_attempts=3, backoff_rate=2.0))
+    _catch_to(describe, cleanup).next(ready)
+    wait.next(describe)
+    start_polls = Pass("StartPolling", result={"count": 0}, result_path="$.polls")
+    start_polls.next(wait)
+
+    create_endpoint = Task("CreateEndpoint", resource="arn:aws:states:::sagemaker:createEndpoint",
+                           parameters={"EndpointName.$": "$.plan.endpoint_name", "EndpointConfigName.$": "$.plan.endpoint_config_name"},
+                           result_path=None)
+    _catch_to(create_endpoint, cleanup).next(start_polls)
+    create_config = Task(
+        "CreateEndpointConfig",
+        # EndpointConfigStep cannot express a serverless config: a plain Task with our own Parameters.
+        resource="arn:aws:states:::sagemaker:createEndpointConfig",
+        parameters={
+            "EndpointConfigName.$": "$.plan.endpoint_config_name",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName.$": "$.plan.model_name", "ServerlessConfig.$": "$.plan.serverless_config"}],
+        },
+        result_path=None,
+    )
+    _catch_to(create_config, cleanup).next(create_endpoint)
+    create_model = Task(
+        "CreateModel",
+        resource="arn:aws:states:::sagemaker:createModel",
+        parameters={
+            "ModelName.$": "$.plan.model_name",
+            "ExecutionRoleArn.$": "$.plan.role_arn",
+            "PrimaryContainer": {"Image.$": "$.plan.image", "ModelDataUrl.$": "$.plan.model_data_url"},
+        },
+        result_path=None,
+    )
+    # Nothing of this execution exists yet (a concurrent duplicate fails here): notify, clean nothing.
+    _catch_to(create_model, notify_failure).next(create_config)
+
+    skipped = Succeed("Skipped")
+    notify_skipped = _publish("NotifySkipped", "clip-embedding-api promotion skipped", "{}: promotion of version {} skipped: {}",
+                              "$.plan.model_id", "$.plan.version", "$.plan.reason")
+    notify_skipped.next(skipped)
+    is_promotion = Choice("IsPromotion")
+    is_promotion.add_choice(ChoiceRule.StringEquals("$.plan.action", "promote"), create_model)
+    is_promotion.default_choice(notify_skipped)
+
+    plan_failed = Fail("PlanFailed", error="PlanFailed", cause="the promotion could not be planned; see the SNS notification")
+    notify_plan_failure = _publish("NotifyPlanFailure", "clip-embedding-api promotion could not start", "promotion not started: {}: {}",
+                                   "$.error.Error", "$.error.Cause")
+    notify_plan_failure.next(plan_failed)
+    plan = SdkTask(
+        "Plan",
+        resource="arn:aws:states:::lambda:invoke",
+        parameters={"FunctionName": PLAN_FUNCTION, "Payload.$": "$"},
+        result_selector={"plan.$": "$.Payload"},
+        result_path="$",
+    )
+    plan.add_retry(Retry(error_equals=["Lambda.ServiceException", "Lambda.TooManyRequestsException"], interval_seconds=2, max_attempts=3, backoff_rate=2.0))
+    _catch_to(plan, notify_plan_failure).next(is_promotion)
+
+    graph = Graph(plan, comment="clip-embedding-api: promote an approved model package to a serverless endpoint, or roll back",
+                  timeout_seconds=7200)
+    return graph.to_dict()
+
+
+def render_asl() -> str:
+    return json.dumps(build_definition(), indent=2, sort_keys=True) + "\n"
+
+
+def substitute(asl: str, substitutions: dict[str, str]) -> str:
+    """Apply CloudFormation-style DefinitionSubstitutions (${Name})."""
+    for name, value in substitutions.items():
+        asl = asl.replace("${" + name + "}", value)
+    return asl
+
+
+if __name__ == "__main__":
+    ASL_PATH.write_text(render_asl())
+    print(f"wrote {ASL_PATH}")

@@ -1,0 +1,154 @@
+"""A moto account holding what the promotion workflow touches, and a driver that runs the real ASL.
+
+moto executes the state machine (execution enabled); its Lambda has no Docker and so never runs
+our code: the planner and smoke-test handlers run here as plain Python (the planner against the
+same moto account) and their results are queued for the Lambda tasks, in the order the workflow
+calls them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+
+from promotion.state_machine import ASL_PATH, substitute
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+EVENT_TEMPLATE = json.loads((Path(__file__).parent.parent / "events" / "model_package_approved.json").read_text())
+API_FUNCTION = "clip-embedding-api-clip-tiny"
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def handler(event, context):\n    return event\n")
+    return buffer.getvalue()
+
+
+def queue_lambda_result(result: dict) -> None:
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.set_lambda_simple_result(json.dumps(result), ACCOUNT, REGION)
+
+
+@dataclass
+class PromotionWorld:
+    sfn: object
+    sagemaker: object
+    lambda_client: object
+    cloudwatch: object
+    sqs: object
+    state_machine_arn: str
+    queue_url: str
+    role_arn: str
+    topic_arn: str
+
+    def register_version(self, approve: bool = True) -> str:
+        arn = self.sagemaker.create_model_package(
+            ModelPackageGroupName="clip-tiny",
+            ModelPackageDescription="test",
+            InferenceSpecification={
+                "Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:latest",
+                                "ModelDataUrl": "s3://clip-test-bucket/run/artifact/model.tar.gz"}],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": "s3://clip-test-bucket/run/evaluation/model_quality.json"}}},
+            ModelApprovalStatus="PendingManualApproval",
+        )["ModelPackageArn"]
+        if approve:
+            self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+        return arn
+
+    def event_for(self, package_arn: str) -> dict:
+        event = json.loads(json.dumps(EVENT_TEMPLATE))
+        event["id"] = str(uuid.uuid4())
+        event["detail"]["ModelPackageArn"] = package_arn
+        event["detail"]["ModelPackageVersion"] = int(package_arn.rsplit("/", 1)[1])
+        return event
+
+    def plan(self, event: dict) -> dict:
+        from promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
+
+        env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "POLL_SECONDS": "0", "MAX_POLLS": "3",
+               "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
+        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.lambda_client, settings_from_env(env),
+                              "clip-embedding-api-{model_id}")
+
+    def promote(self, package_arn: str, smoke: dict | None = None, during=None, timeout_s: float = 120) -> dict:
+        """Plan with the real planner, queue its result (and the smoke test's), run the workflow to the end."""
+        event = self.event_for(package_arn)
+        plan = self.plan(event)
+        queue_lambda_result(plan)
+        if plan["action"] == "promote":
+            queue_lambda_result(smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
+        execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=f"promote-{uuid.uuid4().hex[:12]}", input=json.dumps(event))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = self.sfn.describe_execution(executionArn=execution["executionArn"])
+            if described["status"] != "RUNNING":
+                return {"status": described["status"], "plan": plan, "output": json.loads(described.get("output") or "null"),
+                        "error": described.get("error"), "history": self.history(execution["executionArn"])}
+            if during is not None:
+                during()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the promotion did not finish")
+            time.sleep(0.2)
+
+    def history(self, execution_arn: str) -> list[str]:
+        events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+    def serving_endpoint(self) -> str:
+        return self.lambda_client.get_function_configuration(FunctionName=API_FUNCTION)["Environment"]["Variables"].get("SAGEMAKER_ENDPOINT_NAME", "")
+
+    def endpoints(self) -> set[str]:
+        return {e["EndpointName"] for e in self.sagemaker.list_endpoints()["Endpoints"]}
+
+    def alarms(self) -> set[str]:
+        return {a["AlarmName"] for a in self.cloudwatch.describe_alarms()["MetricAlarms"]}
+
+    def notifications(self) -> list[dict]:
+        messages = []
+        while True:
+            batch = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                body = json.loads(message["Body"])
+                messages.append({"subject": body.get("Subject"), "message": body["Message"]})
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.fixture
+def world(aws_env, monkeypatch):
+    from moto import mock_aws
+
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
+        iam = boto3.client("iam", region_name=REGION)
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+        role_arn = iam.create_role(RoleName="clip-test-role", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+        lambda_client = boto3.client("lambda", region_name=REGION)
+        arns = {}
+        for name, env in ((API_FUNCTION, {"MODEL_ID": "clip-tiny", "SAGEMAKER_ENDPOINT_NAME": ""}), ("clip-promotion-planner", {}), ("clip-smoke-test", {})):
+            arns[name] = lambda_client.create_function(FunctionName=name, Runtime="python3.12", Role=role_arn, Handler="app.handler",
+                                                       Code={"ZipFile": _zip()}, Environment={"Variables": env})["FunctionArn"]
+        sns, sqs = boto3.client("sns", region_name=REGION), boto3.client("sqs", region_name=REGION)
+        topic_arn = sns.create_topic(Name="clip-promotions")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName="clip-promotions-inbox")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        sagemaker = boto3.client("sagemaker", region_name=REGION)
+        sagemaker.create_model_package_group(ModelPackageGroupName="clip-tiny")
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        definition = substitute(ASL_PATH.read_text(), {"PlanFunctionArn": arns["clip-promotion-planner"], "SmokeTestFunctionArn": arns["clip-smoke-test"], "TopicArn": topic_arn})
+        machine = sfn.create_state_machine(name="clip-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
+        yield PromotionWorld(sfn, sagemaker, lambda_client, boto3.client("cloudwatch", region_name=REGION), sqs, machine, queue_url, role_arn, topic_arn)

@@ -1,0 +1,102 @@
+"""Promotion decisions as plain functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from promotion.plan import (
+    ENDPOINT_ENV,
+    LiveState,
+    PackageInfo,
+    Settings,
+    alarm_specs,
+    endpoints_to_retire,
+    plan_promotion,
+    resource_name,
+    serverless_config,
+)
+
+SETTINGS = Settings(role_arn="arn:aws:iam::1:role/sm", topic_arn="arn:aws:sns:us-east-1:1:t", poll_seconds=30, max_polls=40, bake_seconds=300)
+
+
+def package(version=2, status="Approved", group="clip-vit-b-32"):
+    return PackageInfo(arn=f"arn:aws:sagemaker:us-east-1:1:model-package/{group}/{version}", group=group, version=version,
+                       approval_status=status, image="img", model_data_url="s3://b/model.tar.gz",
+                       model_quality_uri="s3://b/run/evaluation/model_quality.json")
+
+
+def live(endpoint="", version=None, endpoints=()):
+    env = {"MODEL_ID": "clip-vit-b-32", ENDPOINT_ENV: endpoint}
+    if version is not None:
+        env["MODEL_PACKAGE_VERSION"] = str(version)
+    return LiveState("clip-embedding-api-clip-vit-b-32", env, tuple(endpoints))
+
+
+def test_names_are_per_version_and_within_sagemaker_limits():
+    assert resource_name("clip-vit-b-32", 7) == "clip-clip-vit-b-32-v7"
+    with pytest.raises(ValueError):
+        resource_name("x" * 70, 1)
+
+
+def test_serverless_config_from_the_model_config(b32_config):
+    assert serverless_config(b32_config) == {"MemorySizeInMB": 4096, "MaxConcurrency": 20, "ProvisionedConcurrency": 1}
+
+
+def test_first_deployment_plan(b32_config):
+    plan = plan_promotion(b32_config, package(1), live(), SETTINGS).to_dict()
+    assert plan["action"] == "promote" and "first deployment" in plan["reason"]
+    assert plan["endpoint_name"] == plan["model_name"] == plan["endpoint_config_name"] == "clip-clip-vit-b-32-v1"
+    assert plan["new_environment"][ENDPOINT_ENV] == "clip-clip-vit-b-32-v1"
+    assert plan["new_environment"]["MODEL_ID"] == "clip-vit-b-32"  # the rest of the function's environment is kept
+    assert plan["previous_environment"][ENDPOINT_ENV] == ""
+    assert plan["old_alarm_names"] == [] and plan["has_previous_endpoint"] is False and plan["retire_endpoints"] == []
+    assert plan["smoke_test_uri"] == "s3://b/run/evaluation/smoke_test.json"
+    assert len(plan["alarms"]) == 5 and plan["alarm_names"] == [a["AlarmName"] for a in plan["alarms"]]
+
+
+def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
+    current = "clip-clip-vit-b-32-v1"
+    plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS).to_dict()
+    assert plan["action"] == "promote" and plan["previous_endpoint"] == current
+    assert plan["previous_environment"][ENDPOINT_ENV] == current
+    assert plan["old_alarm_names"][0].startswith(current)
+
+
+@pytest.mark.parametrize(
+    "pkg, state, reason",
+    [
+        (package(2), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "already serving"),
+        (package(3), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2", "clip-clip-vit-b-32-v3"]), "already in progress"),
+        (package(1), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "superseded"),
+        (package(3, status="Rejected"), live(), "not Approved"),
+        (package(3, group="someone-else"), live(), "is not clip-vit-b-32's"),
+    ],
+)
+def test_skips(b32_config, pkg, state, reason):
+    plan = plan_promotion(b32_config, pkg, state, SETTINGS)
+    assert plan.action == "skip" and reason in plan.reason
+
+
+@pytest.mark.parametrize(
+    "existing, new, previous, keep, retired",
+    [
+        ((), "v1", None, 1, []),
+        (("v1",), "v2", "v1", 1, []),
+        (("v1", "v2"), "v3", "v2", 1, ["v1"]),
+        (("v1", "v2", "v3"), "v4", "v3", 2, ["v1"]),
+        (("v1", "v2"), "v3", "v2", 0, ["v1", "v2"]),
+        (("v2", "v1"), "v3", "v1", 1, ["v2"]),  # the endpoint being replaced is kept, whatever its age
+    ],
+)
+def test_endpoints_to_retire(existing, new, previous, keep, retired):
+    assert endpoints_to_retire(existing, new, previous, keep) == retired
+
+
+def test_alarm_thresholds_come_from_config_in_cloudwatch_units(b32_config):
+    specs = {a["AlarmName"].rsplit("-v1-", 1)[1]: a for a in alarm_specs(b32_config, "clip-clip-vit-b-32-v1", "arn:topic")}
+    latency = specs["model-latency-p90"]
+    assert latency["Threshold"] == b32_config.alarms.model_latency_p90_ms * 1000  # microseconds
+    assert latency["Metrics"][0]["MetricStat"]["Stat"] == "p90"
+    assert specs["invocation-5xx"]["Metrics"][0]["MetricStat"]["Metric"]["MetricName"] == "Invocation5XXErrors"
+    assert specs["throttles"]["Metrics"][0]["MetricStat"]["Metric"]["Namespace"] == "ClipEmbeddingApi"
+    assert all(a["AlarmActions"] == ["arn:topic"] for a in specs.values())

@@ -1,0 +1,95 @@
+"""Smoke-test comparison and the smoke-test Lambda against stubbed SageMaker runtime answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from promotion import smoke
+from smoke_test.app import SmokeTestRequest, run_smoke_test
+
+UNIT = [1.0, 0.0, 0.0]
+CASES = [{"request": {"text": "a dog"}, "expected": UNIT}, {"request": {"text": "a cat"}, "expected": [0.0, 1.0, 0.0]}]
+
+
+def test_evaluate_passes_identical_answers():
+    result = smoke.evaluate(CASES, [UNIT, [0.0, 1.0, 0.0]], 0.999)
+    assert result.passed and result.min_cosine == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "answers, fragment",
+    [
+        ([UNIT, [math.sqrt(0.5), math.sqrt(0.5), 0.0]], "min cosine 0.707"),
+        ([UNIT, [0.0, 2.0, 0.0]], "norm 2.0000"),
+        ([UNIT, [0.0, 1.0]], "expected a 3-d embedding"),
+        ([UNIT, {"error": {"code": "x"}}], "expected a 3-d embedding"),
+    ],
+)
+def test_evaluate_fails_with_a_reason(answers, fragment):
+    result = smoke.evaluate(CASES, answers, 0.999)
+    assert not result.passed and fragment in result.reason
+
+
+def test_no_references_fail():
+    assert not smoke.evaluate([], [], 0.9).passed
+
+
+def _body(payload) -> StreamingBody:
+    raw = json.dumps(payload).encode()
+    return StreamingBody(io.BytesIO(raw), len(raw))
+
+
+@pytest.fixture
+def references(moto_aws):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket="clip-test-bucket", Key="run/evaluation/smoke_test.json", Body=smoke.dumps(CASES))
+    return s3
+
+
+REQUEST = SmokeTestRequest(endpoint_name="clip-clip-tiny-v1", model_id="clip-tiny", version=1,
+                           smoke_test_uri="s3://clip-test-bucket/run/evaluation/smoke_test.json", min_cosine=0.999)
+
+
+def test_smoke_lambda_invokes_the_endpoint_and_compares(references):
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    with Stubber(runtime) as stub:
+        for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
+            stub.add_response("invoke_endpoint", {"Body": _body(answer), "ContentType": "application/json"},
+                              {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json", "Accept": "application/json",
+                               "Body": json.dumps(case["request"])})
+        result = run_smoke_test(REQUEST, references, runtime)
+        stub.assert_no_pending_responses()
+    assert result.passed, result.reason
+
+
+def test_smoke_lambda_reports_endpoint_errors(references):
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    with Stubber(runtime) as stub:
+        stub.add_client_error("invoke_endpoint", service_error_code="ModelError", service_message="container crashed", http_status_code=424)
+        result = run_smoke_test(REQUEST, references, runtime)
+    assert not result.passed and "request 0 failed: ModelError" in result.reason and "container crashed" in result.reason
+
+
+def test_smoke_lambda_without_references(moto_aws):
+    result = run_smoke_test(REQUEST.model_copy(update={"smoke_test_uri": "s3://clip-test-bucket/absent.json"}), boto3.client("s3"), None)
+    assert not result.passed and "could not read" in result.reason
+
+
+def test_validation_writes_smoke_references_that_its_artifact_passes(tiny_fp32, tiny_config, tmp_path):
+    from model_build.validate import packaged_inference_module, validate_artifact, EndpointClient
+
+    result = validate_artifact(tiny_fp32.directory, tiny_config)
+    result.write(tmp_path / "evaluation.json")
+    cases = json.loads((tmp_path / smoke.SMOKE_FILE).read_text())["cases"]
+    assert [list(c["request"]) for c in cases] == [["text"], ["text"], ["text"], ["image"]]
+    with packaged_inference_module(tiny_fp32.directory) as module:
+        client = EndpointClient(module, tiny_fp32.directory)
+        answers = [client.invoke(case["request"]).tolist() for case in cases]
+    assert smoke.evaluate(cases, answers, 0.99999).passed

@@ -1,0 +1,146 @@
+"""The committed ASL, executed by moto's Step Functions engine, end state asserted in moto."""
+
+from __future__ import annotations
+
+import pytest
+
+V = "clip-clip-tiny-v{}".format
+
+
+def alarm_set(endpoint: str) -> set[str]:
+    return {f"{endpoint}-{s}" for s in ("invocation-5xx", "invocation-4xx", "model-latency-p90", "model-setup-time", "throttles")}
+
+
+def test_first_deployment(world):
+    package = world.register_version()
+    result = world.promote(package)
+    assert result["status"] == "SUCCEEDED", result
+    assert world.serving_endpoint() == V(1)
+    assert world.endpoints() == {V(1)}
+    assert world.alarms() == alarm_set(V(1))
+    described = world.sagemaker.describe_model_package(ModelPackageName=package)
+    assert described["CustomerMetadataProperties"]["promotion"] == "live"
+    env = world.lambda_client.get_function_configuration(FunctionName="clip-embedding-api-clip-tiny")["Environment"]["Variables"]
+    assert env["MODEL_PACKAGE_ARN"] == package and env["MODEL_ID"] == "clip-tiny"  # other variables are kept
+    notes = world.notifications()
+    assert [n["subject"] for n in notes] == ["clip-embedding-api promotion succeeded"]
+    assert "first deployment" in notes[0]["message"]
+    assert "Bake" in result["history"] and "SmokeTest" in result["history"]
+
+
+def test_new_versions_replace_old_ones_and_retire_beyond_what_is_kept(world):
+    first, second, third = world.register_version(), world.register_version(), world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    assert world.promote(second)["status"] == "SUCCEEDED"
+    assert world.serving_endpoint() == V(2)
+    assert world.endpoints() == {V(1), V(2)}  # one previous endpoint is kept for rollback
+    assert world.alarms() == alarm_set(V(2))  # the replaced endpoint's alarms are removed
+    assert world.promote(third)["status"] == "SUCCEEDED"
+    assert world.serving_endpoint() == V(3)
+    assert world.endpoints() == {V(2), V(3)}  # v1 retired: endpoint, config and model
+    assert V(1) not in {m["ModelName"] for m in world.sagemaker.list_models()["Models"]}
+    assert V(1) not in {c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    assert "replacing clip-clip-tiny-v2" in world.notifications()[-1]["message"]
+
+
+@pytest.fixture
+def endpoints_end_up(monkeypatch):
+    """Make SageMaker leave new endpoints in a given status (moto's are InService at once)."""
+    from moto.sagemaker import models
+
+    def set_status(status: str):
+        original = models.SageMakerModelBackend.create_endpoint
+
+        def create_endpoint(self, *args, **kwargs):
+            endpoint = original(self, *args, **kwargs)
+            endpoint.endpoint_status = status
+            return endpoint
+
+        monkeypatch.setattr(models.SageMakerModelBackend, "create_endpoint", create_endpoint)
+
+    return set_status
+
+
+def assert_rolled_back_to(world, package, serving: str, remaining: set[str], error: str):
+    assert world.serving_endpoint() == serving
+    assert world.endpoints() == remaining
+    described = world.sagemaker.describe_model_package(ModelPackageName=package)
+    assert described["ModelApprovalStatus"] == "Rejected"
+    assert described["CustomerMetadataProperties"]["promotion_error"] == error
+    notes = world.notifications()
+    assert notes[-1]["subject"] == "clip-embedding-api promotion rolled back" and error in notes[-1]["message"]
+
+
+def test_endpoint_failed_rolls_back(world, endpoints_end_up):
+    first = world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    world.notifications()
+    endpoints_end_up("Failed")
+    second = world.register_version()
+    result = world.promote(second)
+    assert result["status"] == "FAILED" and result["error"] == "PromotionFailed"
+    assert "SwitchTraffic" not in result["history"]
+    assert_rolled_back_to(world, second, V(1), {V(1)}, "EndpointFailed")
+    assert world.alarms() == alarm_set(V(1))
+
+
+def test_endpoint_never_in_service_times_out(world, endpoints_end_up):
+    endpoints_end_up("Creating")
+    package = world.register_version()
+    result = world.promote(package)
+    assert result["status"] == "FAILED"
+    assert result["history"].count("DescribeEndpoint") == 4  # bounded: MAX_POLLS=3 plus the first look
+    assert_rolled_back_to(world, package, "", set(), "EndpointTimedOut")
+
+
+def test_smoke_test_failing_rolls_back(world):
+    first = world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    second = world.register_version()
+    result = world.promote(second, smoke={"passed": False, "reason": "min cosine 0.512 to the validated embeddings is under 0.999", "min_cosine": 0.512})
+    assert result["status"] == "FAILED"
+    assert_rolled_back_to(world, second, V(1), {V(1)}, "SmokeTestFailed")
+    assert world.alarms() == alarm_set(V(1))
+
+
+def test_alarm_during_bake_restores_the_previous_endpoint(world):
+    first = world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    second = world.register_version()
+    fired = []
+
+    def fire_when_alarms_exist():
+        if not fired and f"{V(2)}-invocation-5xx" in world.alarms():
+            world.cloudwatch.set_alarm_state(AlarmName=f"{V(2)}-invocation-5xx", StateValue="ALARM", StateReason="test: 5xx errors")
+            fired.append(True)
+
+    result = world.promote(second, during=fire_when_alarms_exist)
+    assert fired and result["status"] == "FAILED"
+    assert "SwitchTraffic" in result["history"] and "RestorePrevious" in result["history"]
+    assert_rolled_back_to(world, second, V(1), {V(1)}, "AlarmDuringBake")
+    assert world.alarms() == alarm_set(V(1))  # the new alarms are gone, the old endpoint's stay
+
+
+def test_duplicate_event_promotes_once(world):
+    package = world.register_version()
+    assert world.promote(package)["status"] == "SUCCEEDED"
+    again = world.promote(package)
+    assert again["status"] == "SUCCEEDED" and again["history"][-1] == "Skipped"
+    assert "already serving" in again["plan"]["reason"]
+    assert world.endpoints() == {V(1)}
+    assert world.notifications()[-1]["subject"] == "clip-embedding-api promotion skipped"
+
+
+def test_an_older_approval_is_superseded_not_interleaved(world):
+    older, newer = world.register_version(), world.register_version()
+    assert world.promote(newer)["status"] == "SUCCEEDED"
+    late = world.promote(older)
+    assert late["history"][-1] == "Skipped" and "superseded" in late["plan"]["reason"]
+    assert world.serving_endpoint() == V(2) and world.endpoints() == {V(2)}
+
+
+def test_unapproved_package_is_not_promoted(world):
+    package = world.register_version(approve=False)
+    result = world.promote(package)
+    assert result["history"][-1] == "Skipped" and "not Approved" in result["plan"]["reason"]
+    assert world.endpoints() == set()
