@@ -127,6 +127,20 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0 if result.status == "Succeeded" else 1
 
 
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    from clip_api.paths import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "lambda"))
+    from embedding_api.app import openapi_spec
+
+    text = json.dumps(openapi_spec(), indent=2, sort_keys=True) + "\n"
+    if args.write:
+        (REPO_ROOT / "lambda" / "embedding_api" / "openapi.json").write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from model_build.benchmark import render_table, run_benchmark, save_results
 
@@ -192,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="pipeline parameter (WeightsSource, Variant, ProcessingInstanceType, ModelApprovalStatus, GitCommit)")
     pipeline.add_argument("--workdir", default=".local/pipeline-runs", help="run-local: where processing jobs run")
     pipeline.set_defaults(func=_cmd_pipeline)
+
+    openapi = commands.add_parser("openapi", help="print (or --write) the public API's OpenAPI spec")
+    openapi.add_argument("--write", action="store_true", help="write lambda/embedding_api/openapi.json")
+    openapi.set_defaults(func=_cmd_openapi)
 
     bench = commands.add_parser("bench", help="benchmark baseline vs fp32 vs int8 through /invocations (prints a table)")
     bench.add_argument("--models", default="clip-vit-b-32,clip-vit-l-14")

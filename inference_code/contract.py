@@ -97,15 +97,15 @@ def parse_json_request(body: bytes, limits: RequestLimits) -> EmbeddingRequest:
         items = value
     batch = key in ("texts", "images")
     if key.startswith("text"):
-        return EmbeddingRequest("text", tuple(_check_text(t, _where(key, i, batch), limits) for i, t in enumerate(items)), batch)
-    return EmbeddingRequest("image", tuple(_decode_image(v, _where(key, i, batch), limits) for i, v in enumerate(items)), batch)
+        return EmbeddingRequest("text", tuple(check_text(t, _where(key, i, batch), limits) for i, t in enumerate(items)), batch)
+    return EmbeddingRequest("image", tuple(decode_image(v, _where(key, i, batch), limits) for i, v in enumerate(items)), batch)
 
 
 def _where(key: str, index: int, batch: bool) -> str:
     return f"{key}[{index}]" if batch else key
 
 
-def _check_text(value: object, where: str, limits: RequestLimits) -> str:
+def check_text(value: object, where: str, limits: RequestLimits) -> str:
     if not isinstance(value, str):
         raise bad_request("invalid_type", f"'{where}' must be a string")
     if not value.strip():
@@ -119,7 +119,7 @@ def _check_text(value: object, where: str, limits: RequestLimits) -> str:
     return value
 
 
-def _decode_image(value: object, where: str, limits: RequestLimits) -> bytes:
+def decode_image(value: object, where: str, limits: RequestLimits) -> bytes:
     if not isinstance(value, str):
         raise bad_request("invalid_type", f"'{where}' must be a base64 string")
     prefix = _DATA_URI.match(value)

@@ -1,0 +1,180 @@
+"""The API handler with canonical API Gateway events; SageMaker calls stubbed with botocore's Stubber."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from botocore.exceptions import ReadTimeoutError
+
+from tests.lambda_api.conftest import FakeContext, api_event, call, endpoint_body
+
+VECTOR = [0.6, 0.8]
+ATTRIBUTES = "model=clip-vit-b-32;version=abc123def456;variant=int8;truncated=none"
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
+
+
+def expect_invoke(stub, endpoint: str, body: dict, answer=VECTOR, attributes: str = ATTRIBUTES, compact: bool = False):
+    raw = json.dumps(body, separators=(",", ":") if compact else None).encode()
+    stub.add_response(
+        "invoke_endpoint",
+        {"Body": endpoint_body(answer), "ContentType": "application/json", "CustomAttributes": attributes},
+        {"EndpointName": endpoint, "ContentType": "application/json", "Accept": "application/json", "Body": raw},
+    )
+
+
+def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b32_config):
+    """The endpoint called is the one the promotion workflow wrote into this function's environment."""
+    from promotion.plan import LiveState, PackageInfo, Settings, plan_promotion
+
+    module, runtime, _ = api
+    package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved", "img", "s3://b/m.tar.gz")
+    plan = plan_promotion(b32_config, package, LiveState("fn", {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-vit-b-32-v3"}), Settings("r", "t")).to_dict()
+    for key, value in plan["new_environment"].items():
+        monkeypatch.setenv(key, value)
+    expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a photo of a dog"})
+    status, headers, body = call(module, api_event(body={"text": "a photo of a dog"}))
+    assert status == 200 and body == VECTOR
+    assert headers["x-clip-model"] == "clip-vit-b-32" and headers["x-clip-version"] == "abc123def456"
+
+
+def test_batch_forms_pass_through(api):
+    module, runtime, _ = api
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"images": [PNG, PNG]}, answer=[VECTOR, VECTOR])
+    status, _, body = call(module, api_event(body={"images": [PNG, PNG]}))
+    assert status == 200 and body == [VECTOR, VECTOR]
+
+
+@pytest.mark.parametrize(
+    "event_args, status, code",
+    [
+        ({"raw": '{"text": "unterminated'}, 400, "malformed_json"),
+        ({"body": {"image": "%%%not base64%%%"}}, 400, "invalid_base64"),
+        ({"body": {"text": ""}}, 400, "empty_text"),
+        ({"body": {"text": "x" * 10_001}}, 413, "text_too_long"),
+        ({"body": {"texts": ["a"] * 33}}, 413, "batch_too_large"),
+        ({"body": {"texts": []}}, 400, "empty_batch"),
+        ({"body": {}}, 400, "invalid_request"),
+        ({"body": {"text": "a", "image": PNG}}, 400, "invalid_request"),
+        ({"body": {"txt": "typo"}}, 400, "unknown_field"),
+        ({"body": {"text": 42}}, 400, "invalid_type"),
+        ({"body": {"texts": "a dog"}}, 400, "invalid_type"),
+        ({"body": {"text": "a dog"}, "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"body": {"text": "a dog"}, "content_type": None}, 415, "unsupported_media_type"),
+        ({"body": {"image": "QUFB" * 1_100_000}}, 413, "request_too_large"),
+    ],
+)
+def test_bad_input_never_reaches_the_endpoint(api, event_args, status, code):
+    module, _, _ = api  # the runtime stub has no responses queued: any endpoint call would fail the test
+    got_status, headers, body = call(module, api_event(**event_args))
+    assert (got_status, body["error"]["code"]) == (status, code), body
+    assert headers["content-type"] == "application/json"
+    if code == "request_too_large":
+        assert "4 MB" in body["error"]["message"] and "3 MB" in body["error"]["message"]
+
+
+def model_error(stub, status: int, body: str):
+    stub.add_client_error("invoke_endpoint", service_error_code="ModelError", service_message="Received client error from primary",
+                          http_status_code=424, response_meta={}, modeled_fields={"OriginalStatusCode": status, "OriginalMessage": body})
+
+
+def test_endpoint_4xx_is_passed_through_with_its_code(api):
+    module, runtime, _ = api
+    model_error(runtime, 400, json.dumps({"error": {"code": "not_an_image", "message": "the bytes are not an image"}}))
+    status, _, body = call(module, api_event(body={"image": PNG}))
+    assert status == 400 and body["error"] == {"code": "not_an_image", "message": "the bytes are not an image"}
+
+
+@pytest.mark.parametrize(
+    "error_code, http_status, status, code, retry_after",
+    [
+        ("ThrottlingException", 400, 429, "throttled", "2"),
+        ("ModelNotReadyException", 429, 503, "model_unavailable", "5"),
+        ("ServiceUnavailable", 503, 503, "model_unavailable", "5"),
+        ("ValidationException", 400, 503, "model_unavailable", "30"),
+    ],
+)
+def test_endpoint_unavailability_maps_to_retryable_statuses(api, error_code, http_status, status, code, retry_after):
+    module, runtime, _ = api
+    runtime.add_client_error("invoke_endpoint", service_error_code=error_code,
+                             service_message="Endpoint clip-clip-vit-b-32-v3 of account 123456789012 not found", http_status_code=http_status)
+    got_status, headers, body = call(module, api_event(body={"text": "a dog"}), FakeContext(remaining_ms=1_000))  # no time to retry
+    assert (got_status, body["error"]["code"]) == (status, code)
+    assert headers["retry-after"] == retry_after
+    assert "clip-clip-vit-b-32-v3" not in json.dumps(body) and "123456789012" not in json.dumps(body)
+
+
+def test_model_5xx_is_a_502_without_internals(api):
+    module, runtime, _ = api
+    model_error(runtime, 500, "Traceback (most recent call last): File /opt/program/inference_code/server.py")
+    status, _, body = call(module, api_event(body={"text": "a dog"}))
+    assert status == 502 and body["error"]["code"] == "model_error" and "Traceback" not in json.dumps(body)
+
+
+def test_throttling_is_retried_within_the_budget(api, monkeypatch):
+    module, runtime, _ = api
+    monkeypatch.setattr("embedding_api.endpoints.time.sleep", lambda s: None)
+    runtime.add_client_error("invoke_endpoint", service_error_code="ThrottlingException", service_message="slow down", http_status_code=400)
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    status, _, body = call(module, api_event(body={"text": "a dog"}))
+    assert status == 200 and body == VECTOR
+
+
+def test_timeout_is_a_504(api, monkeypatch):
+    module, _, _ = api
+
+    class SlowRuntime:
+        def invoke_endpoint(self, **kwargs):
+            raise ReadTimeoutError(endpoint_url="https://runtime.sagemaker")
+
+    monkeypatch.setattr(module.Clients, "runtime", SlowRuntime())
+    status, headers, body = call(module, api_event(body={"text": "a dog"}))
+    assert status == 504 and body["error"]["code"] == "timeout" and headers["retry-after"]
+
+
+def test_no_serving_version_yet_is_a_503(api, monkeypatch):
+    module, _, _ = api
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "")
+    status, _, body = call(module, api_event(body={"text": "a dog"}))
+    assert status == 503 and body["error"]["code"] == "model_unavailable"
+
+
+def test_openai_style_texts_and_images(api):
+    module, runtime, lambda_stub = api
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a dog", "a cat"]}, answer=[VECTOR, VECTOR], compact=True)
+    status, _, body = call(module, api_event("/v1/embeddings", {"model": "clip-vit-b-32", "input": ["a dog", "a cat"]}))
+    assert status == 200 and body["object"] == "list" and body["model"] == "clip-vit-b-32"
+    assert [item["index"] for item in body["data"]] == [0, 1] and body["data"][0]["embedding"] == VECTOR
+    # another model: its endpoint comes from that model's function configuration
+    lambda_stub.add_response("get_function_configuration", {"Environment": {"Variables": {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-vit-l-14-v2"}}},
+                             {"FunctionName": "clip-embedding-api-clip-vit-l-14"})
+    expect_invoke(runtime, "clip-clip-vit-l-14-v2", {"images": [PNG]}, answer=[VECTOR], compact=True)
+    status, _, body = call(module, api_event("/v1/embeddings", {"model": "l14", "input": {"image": PNG}}))
+    assert status == 200 and body["model"] == "clip-vit-l-14" and len(body["data"]) == 1
+
+
+def test_openai_style_unknown_model_and_mixed_input(api):
+    module, _, _ = api
+    status, _, body = call(module, api_event("/v1/embeddings", {"model": "gpt-4", "input": "a dog"}))
+    assert status == 400 and body["error"]["code"] == "unknown_model"
+    status, _, body = call(module, api_event("/v1/embeddings", {"model": "b32", "input": ["a dog", {"image": PNG}]}))
+    assert status == 400
+
+
+def test_unknown_route_is_a_json_404(api):
+    module, _, _ = api
+    status, _, body = call(module, api_event("/nope", {"text": "a"}))
+    assert status == 404 and body["error"]["code"] == "not_found" and "/v1/embeddings" in body["error"]["message"]
+
+
+def test_metrics_are_embedded_metric_format(api, capsys):
+    module, runtime, _ = api
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    call(module, api_event(body={"text": "a dog"}))
+    call(module, api_event(body={"text": ""}))
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for blob in blobs for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"Requests", "Latency", "BatchSize", "Errors"} <= names
+    error_blob = next(b for b in blobs if "Errors" in b)
+    assert error_blob["kind"] == "empty_text" and error_blob["model"] == "clip-vit-b-32"
