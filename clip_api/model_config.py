@@ -41,6 +41,9 @@ class ServingLimits(_Strict):
 
 class ServingSpec(_Strict):
     variant: Variant = "int8"
+    # int8 also stores the token embedding table as int8 (halves the text tower); the validation
+    # gate decides per model whether that keeps parity (it does for B/32, not for the 64-d tiny).
+    quantize_token_embedding: bool = True
     limits: ServingLimits = ServingLimits()
 
 

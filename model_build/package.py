@@ -106,7 +106,7 @@ def package_model(
     progress: Progress | None = None,
 ) -> PackageResult:
     from model_build.onnx_export import export_image_tower, export_text_tower
-    from model_build.quantize import quantize_int8
+    from model_build.quantize import int8_op_types, quantize_int8
 
     variant = variant or config.serving.variant
     if variant not in ("fp32", "int8"):
@@ -129,10 +129,12 @@ def package_model(
             export_image_tower(built.model, built.preprocess.image_size, staging / IMAGE_ENCODER_FILE)
         with progress.step("exporting the text tower to ONNX"):
             export_text_tower(built.model, built.context_length, staging / TEXT_ENCODER_FILE)
+        quantization = {}
         if variant == "int8":
+            quantization = {"int8_op_types": int8_op_types(config.serving.quantize_token_embedding), "per_channel": True}
             with progress.step("quantising both towers to int8"):
                 for name in (IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE):
-                    quantize_int8(staging / name, directory / name)
+                    quantize_int8(staging / name, directory / name, quantization["int8_op_types"])
     del built.model
 
     with progress.step("writing manifest and model.tar.gz"):
@@ -153,6 +155,7 @@ def package_model(
             files=files,
             versions=_library_versions(),
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            extra={"quantization": quantization} if quantization else {},
         )
         (directory / MANIFEST_FILE).write_text(manifest.to_json())
         shutil.copy2(directory / MANIFEST_FILE, out_dir / MANIFEST_FILE)

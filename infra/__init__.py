@@ -1,0 +1,1 @@
+"""Infrastructure as code: CloudFormation templates generated from the model configs (one per stack)."""
