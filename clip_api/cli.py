@@ -101,7 +101,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     from clip_api.model_config import load_model_config
     from pipeline.settings import PipelineSettings
 
-    config = load_model_config(args.model_id)
+    config = load_model_config(args.model_id) if args.model_id else None
+    if config is None and args.action != "changed":
+        raise SystemExit(f"clip-api pipeline {args.action} needs a MODEL_ID")
     settings = PipelineSettings.from_env()
     if args.action == "definition":
         from pipeline.definition import pipeline_definition
@@ -117,6 +119,15 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         from pipeline.aws import start_pipeline
 
         print(start_pipeline(config, settings, _parse_parameters(args.param)))
+        return 0
+    if args.action == "changed":
+        import subprocess
+
+        from clip_api.model_config import load_all_model_configs
+        from pipeline.changes import changed_models
+
+        paths = subprocess.run(["git", "diff", "--name-only", args.base, "HEAD"], capture_output=True, text=True, check=True).stdout.split()
+        print("\n".join(changed_models(paths, [c.model_id for c in load_all_model_configs() if not c.demo_only])))
         return 0
     from pipeline.aws import run_pipeline_locally
 
@@ -138,6 +149,25 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
         (REPO_ROOT / "lambda" / "embedding_api" / "openapi.json").write_text(text)
     else:
         print(text, end="")
+    return 0
+
+
+def _cmd_infra(args: argparse.Namespace) -> int:
+    from infra.templates import write_all
+
+    for path in write_all():
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    import boto3
+
+    from clip_api.model_config import load_all_model_configs
+    from infra.deploy import deploy
+
+    models = tuple(c.model_id for c in load_all_model_configs() if not c.demo_only)
+    deploy(boto3.Session(), models, dry_run=args.dry_run, notification_email=args.email)
     return 0
 
 
@@ -200,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     references.set_defaults(func=_cmd_references)
 
     pipeline = commands.add_parser("pipeline", help="the model's SageMaker Pipeline: definition, upsert, start, run-local")
-    pipeline.add_argument("action", choices=["definition", "upsert", "start", "run-local"])
-    pipeline.add_argument("model_id")
+    pipeline.add_argument("action", choices=["definition", "upsert", "start", "run-local", "changed"])
+    pipeline.add_argument("model_id", nargs="?", help="a config under configs/models/ (not for 'changed')")
+    pipeline.add_argument("--base", default="HEAD~1", help="changed: the revision to compare HEAD with")
     pipeline.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                           help="pipeline parameter (WeightsSource, Variant, ProcessingInstanceType, ModelApprovalStatus, GitCommit)")
     pipeline.add_argument("--workdir", default=".local/pipeline-runs", help="run-local: where processing jobs run")
@@ -210,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="print (or --write) the public API's OpenAPI spec")
     openapi.add_argument("--write", action="store_true", help="write lambda/embedding_api/openapi.json")
     openapi.set_defaults(func=_cmd_openapi)
+
+    infra = commands.add_parser("infra", help="render the CloudFormation templates under infra/ from the model configs")
+    infra.add_argument("action", choices=["render"])
+    infra.set_defaults(func=_cmd_infra)
+
+    deploy = commands.add_parser("deploy", help="stand the system up in the AWS account of your credentials (idempotent)")
+    deploy.add_argument("--dry-run", action="store_true", help="print what would be done and stop")
+    deploy.add_argument("--email", default="", help="e-mail subscribed to promotion notifications")
+    deploy.set_defaults(func=_cmd_deploy)
 
     bench = commands.add_parser("bench", help="benchmark baseline vs fp32 vs int8 through /invocations (prints a table)")
     bench.add_argument("--models", default="clip-vit-b-32,clip-vit-l-14")

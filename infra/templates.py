@@ -288,9 +288,10 @@ def serving_template(models: list[ModelConfig]) -> dict:
         "Properties": {
             "StateMachineName": f"{PREFIX}-promotion",
             "RoleArn": getatt("StateMachineRole", "Arn"),
-            "Definition": json.loads(ASL_PATH.read_text()),
-            "DefinitionSubstitutions": {"PlanFunctionArn": getatt("PlannerFunction", "Arn"), "SmokeTestFunctionArn": getatt("SmokeTestFunction", "Arn"),
-                                        "TopicArn": ref("Topic")},
+            # Fn::Sub over the committed ASL (its ${...} placeholders are the only ${ in it): CloudFormation
+            # and moto's stand-in both accept this form, unlike DefinitionSubstitutions.
+            "DefinitionString": {"Fn::Sub": [json.dumps(json.loads(ASL_PATH.read_text()), separators=(",", ":")), {
+                "PlanFunctionArn": getatt("PlannerFunction", "Arn"), "SmokeTestFunctionArn": getatt("SmokeTestFunction", "Arn"), "TopicArn": ref("Topic")}]},
             "LoggingConfiguration": {"Level": "ERROR", "IncludeExecutionData": False,
                                      "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": getatt("StateMachineLogs", "Arn")}}]},
             "TracingConfiguration": {"Enabled": True},
