@@ -34,8 +34,9 @@ test: $(STAMP) $(CHECKOV_STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/clip-api demo
+	$(BIN)/clip-api local up --approve $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/clip-api bench

@@ -171,6 +171,32 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_local(args: argparse.Namespace) -> int:
+    from clip_api.paths import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "lambda"))
+    from local_mode import up
+
+    if args.action == "up":
+        models = tuple(args.models.split(",")) if args.models else up.DEFAULT_MODELS
+        settings = up.LocalSettings(models=models, approve=args.approve, random_weights=args.random_weights,
+                                    api_port=args.port, moto_port=args.moto_port, workdir=Path(args.workdir), exit_when_ready=args.exit_when_ready)
+        return up.main_up(settings)
+    if args.action == "approve":
+        if not args.model_id or args.version is None:
+            raise SystemExit("usage: clip-api local approve MODEL_ID VERSION")
+        print(f"approved {up.approve(args.model_id, args.version, Path(args.workdir))}")
+        return 0
+    if args.action == "build":
+        if not args.model_id:
+            raise SystemExit("usage: clip-api local build MODEL_ID [--param Name=Value]")
+        result = up.build(args.model_id, _parse_parameters(args.param), Path(args.workdir))
+        print(json.dumps({"status": result.status, "model_package_arn": result.model_package_arn, "failure_reason": result.failure_reason}, indent=2))
+        return 0 if result.status == "Succeeded" else 1
+    print(up.down(Path(args.workdir)))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from model_build.benchmark import render_table, run_benchmark, save_results
 
@@ -250,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--dry-run", action="store_true", help="print what would be done and stop")
     deploy.add_argument("--email", default="", help="e-mail subscribed to promotion notifications")
     deploy.set_defaults(func=_cmd_deploy)
+
+    local = commands.add_parser("local", help="the whole loop on this machine: up, approve, build, down")
+    local.add_argument("action", choices=["up", "approve", "build", "down"])
+    local.add_argument("model_id", nargs="?", help="approve/build: the model")
+    local.add_argument("version", nargs="?", type=int, help="approve: the model package version")
+    local.add_argument("--models", help="up: comma-separated model ids (default: clip-vit-b-32,clip-vit-l-14; the tiny model where weights cannot be had)")
+    local.add_argument("--approve", action="store_true", help="up: approve each registered version at once")
+    local.add_argument("--random-weights", action="store_true", help="up: full-size architectures at random init (demo only)")
+    local.add_argument("--port", type=int, default=8000, help="up: port of the local API")
+    local.add_argument("--moto-port", type=int, default=5000, help="up: port of the local AWS control plane")
+    local.add_argument("--exit-when-ready", action="store_true", help="up: stop after the first promotion and the example requests")
+    local.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="build: pipeline parameter")
+    local.add_argument("--workdir", default=".local")
+    local.set_defaults(func=_cmd_local)
 
     bench = commands.add_parser("bench", help="benchmark baseline vs fp32 vs int8 through /invocations (prints a table)")
     bench.add_argument("--models", default="clip-vit-b-32,clip-vit-l-14")

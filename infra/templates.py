@@ -168,8 +168,13 @@ def _public_access_block() -> dict:
     return {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
 
 
-def serving_template(models: list[ModelConfig]) -> dict:
-    served = [m for m in models if not m.demo_only]
+PLANNER_FUNCTION = f"{PREFIX}-promotion-planner"
+SMOKE_TEST_FUNCTION = f"{PREFIX}-smoke-test"
+
+
+def serving_template(models: list[ModelConfig], include_demo: bool = False) -> dict:
+    """The serving stack for `models` (demo-only models only when asked: local mode serves them)."""
+    served = [m for m in models if include_demo or not m.demo_only]
     groups = [m.registry.model_package_group for m in served]
     api_function_names = [f"{PREFIX}-{m.model_id}" for m in served]
     resources: dict = {}
@@ -183,6 +188,7 @@ def serving_template(models: list[ModelConfig]) -> dict:
         "ApiBurstLimit": {"Type": "Number", "Default": 100, "MinValue": 1},
         "ApiDailyQuota": {"Type": "Number", "Default": 100000, "MinValue": 1},
         "BakeSeconds": {"Type": "Number", "Default": 300, "MinValue": 0},
+        "PollSeconds": {"Type": "Number", "Default": 30, "MinValue": 0},
     }
     conditions = {"HasEmail": {"Fn::Not": [{"Fn::Equals": [ref("NotificationEmail"), ""]}]}}
     bucket_arn = sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}")
@@ -258,12 +264,14 @@ def serving_template(models: list[ModelConfig]) -> dict:
     resources["PlannerFunction"] = lambda_function(
         "clip-embedding-api: plan a promotion", "promotion_planner.app.handler", "PlannerRole",
         {"MODEL_EXECUTION_ROLE_ARN": getatt("ModelExecutionRole", "Arn"), "TOPIC_ARN": ref("Topic"), "API_FUNCTION_NAME_FORMAT": PREFIX + "-{model_id}",
-         "BAKE_SECONDS": ref("BakeSeconds"), "POWERTOOLS_SERVICE_NAME": "clip-promotion-planner"}, concurrency=5)
+         "BAKE_SECONDS": ref("BakeSeconds"), "POLL_SECONDS": ref("PollSeconds"), "POWERTOOLS_SERVICE_NAME": "clip-promotion-planner"}, concurrency=5)
+    resources["PlannerFunction"]["Properties"]["FunctionName"] = PLANNER_FUNCTION
     resources["SmokeTestRole"] = role("lambda.amazonaws.com", [policy("smoke-test", [
         allow(["s3:GetObject"], objects_arn), allow(["sagemaker:InvokeEndpoint"], endpoint_arn), kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion smoke test: invoke the new endpoint")
     resources["SmokeTestFunction"] = lambda_function("clip-embedding-api: smoke-test a new endpoint", "smoke_test.app.handler", "SmokeTestRole",
                                                      {"POWERTOOLS_SERVICE_NAME": "clip-smoke-test"}, timeout=120, concurrency=5)
+    resources["SmokeTestFunction"]["Properties"]["FunctionName"] = SMOKE_TEST_FUNCTION
 
     sagemaker_arn = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
     resources["StateMachineLogs"] = {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": 365, "KmsKeyId": ref("KmsKeyArn")}}

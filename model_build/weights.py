@@ -159,3 +159,27 @@ def build_model(
     )
     weights = WeightsInfo(source=kind, sha256=state_dict_sha256(model), **extra)
     return BuiltModel(model, architecture, weights, preprocess, int(model.context_length), quick_gelu)
+
+
+def pretrained_available(config: ModelConfig, timeout_s: float = 3.0) -> tuple[bool, str]:
+    """Whether the config's pretrained weights can be had now: in the local cache, or the hub reachable."""
+    import socket
+
+    tag = config.open_clip.pretrained
+    if not tag:
+        return False, f"{config.model_id} has no pretrained weights (demo model)"
+    cfg = open_clip.get_pretrained_cfg(config.open_clip.architecture, tag) or {}
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, filename), str):
+                return True, f"{repo}/{filename} is in the local cache"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False, "HF_HUB_OFFLINE=1 and the weights are not in the local cache"
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+    except OSError as error:
+        return False, f"the Hugging Face hub is unreachable ({type(error).__name__}) and the weights are not cached"
+    return True, "the Hugging Face hub is reachable"

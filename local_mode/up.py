@@ -1,0 +1,296 @@
+"""`clip-api local up`: build -> register -> approve -> promote -> serve, on one machine.
+
+1. moto in server mode on loopback (Step Functions execution enabled) with the real bootstrap and
+   serving stacks deployed into it (rendered for the selected models);
+2. each model's SageMaker Pipeline definition run locally: package, validate, register as
+   PendingManualApproval;
+3. approval (--approve, or `clip-api local approve MODEL_ID VERSION` from another terminal): the
+   loop below notices approvals in the registry, as the EventBridge rule would, and runs the
+   promotion workflow with the approval event;
+4. real local inference servers for the endpoints the control plane holds, reached by the unchanged
+   Lambda code through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME;
+5. a local API Gateway serving the stable URLs with the real API handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clip_api.model_config import ModelConfig, load_model_config
+
+STATE_FILE = Path(".local/state.json")
+DEFAULT_MODELS = ("clip-vit-b-32", "clip-vit-l-14")
+
+
+@dataclass
+class LocalSettings:
+    models: tuple[str, ...] = DEFAULT_MODELS
+    approve: bool = False
+    random_weights: bool = False
+    api_port: int = 8000
+    moto_port: int = 5000
+    workdir: Path = Path(".local")
+    poll_seconds: int = 1
+    bake_seconds: int = 2
+    example_requests: bool = True
+    exit_when_ready: bool = False
+
+
+@dataclass
+class LocalStatus:
+    api_url: str = ""
+    control_plane_url: str = ""
+    promotions: list = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+def choose_models(settings: LocalSettings, log) -> tuple[list[ModelConfig], str]:
+    """Pretrained where the weights can be had; otherwise say so and run the tiny model (or random init)."""
+    from model_build.weights import pretrained_available
+
+    configs = [load_model_config(m) for m in settings.models]
+    if settings.random_weights:
+        log("  weights: random init (--random-weights): embeddings are meaningless, for trying the system only")
+        return configs, "random"
+    if all(c.demo_only for c in configs):
+        return configs, "random"
+    missing = [(c, why) for c in configs if not c.demo_only for ok, why in [pretrained_available(c)] if not ok]
+    if not missing:
+        return configs, "pretrained"
+    for config, why in missing:
+        log(f"  ! pretrained weights for {config.model_id} cannot be had here: {why}")
+    log("  ! running the tiny demo model instead (use --random-weights for the full-size architectures at random init)")
+    return [load_model_config("clip-tiny")], "random"
+
+
+def write_state(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: threading.Event | None = None, log=print) -> LocalStatus:
+    import boto3
+
+    from infra.deploy import build_lambda_zip, code_key_for
+    from infra.templates import PREFIX, bootstrap_template, render, serving_template
+    from local_mode.api_gateway import LocalApiGateway
+    from local_mode.control_plane import REGION, ControlPlane
+    from local_mode.inference_servers import InferenceServers
+    from local_mode.promotion import LocalPromoter
+    from local_mode.runtime_router import RuntimeRouter
+    from pipeline.aws import run_pipeline_locally
+    from pipeline.settings import PipelineSettings
+
+    status = status or LocalStatus()
+    stop = stop or threading.Event()
+    quiet_logs()
+    workdir = Path(settings.workdir).resolve()
+    log("1. control plane: moto on loopback, Step Functions execution enabled")
+    control_plane = ControlPlane(settings.moto_port).start()
+    router = RuntimeRouter().start()
+    os.environ.update({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": router.url, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_DISABLED": "true",
+                       "POWERTOOLS_LOG_LEVEL": "WARNING", "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
+    session = boto3.Session(region_name=REGION)
+    servers = InferenceServers(session.client("s3"), workdir, log)
+    gateway = None
+    try:
+        configs, weights = choose_models(settings, log)
+        cloudformation, s3 = session.client("cloudformation"), session.client("s3")
+        cloudformation.create_stack(StackName=f"{PREFIX}-bootstrap", TemplateBody=render(bootstrap_template()))
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=f"{PREFIX}-bootstrap")["Stacks"][0]["Outputs"]}
+        code = build_lambda_zip(vendor_dependencies=False)
+        s3.put_object(Bucket=outputs["ArtifactBucketName"], Key=code_key_for(code), Body=code)
+        parameters = {"ArtifactBucket": outputs["ArtifactBucketName"], "KmsKeyArn": outputs["KmsKeyArn"], "LambdaCodeKey": code_key_for(code),
+                      "PollSeconds": settings.poll_seconds, "BakeSeconds": settings.bake_seconds}
+        cloudformation.create_stack(StackName=f"{PREFIX}-serving", TemplateBody=render(serving_template(configs, include_demo=True)),
+                                    Capabilities=["CAPABILITY_IAM"], Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()])
+        stack_outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=f"{PREFIX}-serving")["Stacks"][0]["Outputs"]}
+        state_machine_arn = register_state_machine(session, f"{PREFIX}-serving", stack_outputs["TopicArn"])
+        log(f"   stacks deployed into the control plane at {control_plane.url} (API Lambdas, promotion state machine, SNS topic)")
+        os.environ.update({"SERVED_MODELS": ",".join(c.model_id for c in configs), "MODEL_ID": configs[0].model_id, "CLIP_API_BUCKET": outputs["ArtifactBucketName"]})
+        pipeline_settings = PipelineSettings.from_env()
+
+        log(f"2. building {', '.join(c.model_id for c in configs)} with the SageMaker Pipeline definition, locally (weights: {weights})")
+        for config in configs:
+            result = run_pipeline_locally(config, pipeline_settings, workdir / "pipeline-runs", {"WeightsSource": weights}, log=lambda line: log("  " + line))
+            if result.status != "Succeeded":
+                raise RuntimeError(f"the {config.model_id} pipeline failed: {result.failure_reason}")
+            log(f"   registered {result.model_package_arn} (PendingManualApproval)")
+            if settings.approve:
+                session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
+                log("   approved (--approve)")
+
+        gateway = LocalApiGateway(configs, session.client("lambda"), PREFIX + "-{model_id}", port=settings.api_port).start()
+        status.api_url, status.control_plane_url = gateway.url, control_plane.url
+        write_state(workdir / "state.json", {"pid": os.getpid(), "control_plane": control_plane.url, "api": gateway.url,
+                                               "models": [c.model_id for c in configs]})
+        promoter = LocalPromoter(session, control_plane, router, servers, state_machine_arn, log)
+        log("3. waiting for approvals (approve from another terminal: clip-api local approve MODEL_ID VERSION); Ctrl-C stops")
+        handled: set[str] = set()
+        announced = False
+        while not stop.is_set():
+            for config in configs:
+                packages = session.client("sagemaker").list_model_packages(ModelPackageGroupName=config.registry.model_package_group,
+                                                                           ModelApprovalStatus="Approved")["ModelPackageSummaryList"]
+                for package in sorted(packages, key=lambda p: p["ModelPackageVersion"]):
+                    if package["ModelPackageArn"] in handled:
+                        continue
+                    handled.add(package["ModelPackageArn"])
+                    log(f"4. promoting {config.model_id} version {package['ModelPackageVersion']}")
+                    outcome = promoter.promote(package["ModelPackageArn"])
+                    status.promotions.append(outcome)
+                    log(f"   {outcome.status}: {outcome.reason}")
+            if status.promotions and not announced:
+                announced = True
+                log("5. serving (local API Gateway -> real API Lambda handler -> local inference servers):")
+                for config in configs:
+                    log(f"   {gateway.url}/{config.route}")
+                log(f"   {gateway.url}/v1/embeddings")
+                log(f"   try: curl -s -X POST {gateway.url}/{configs[0].route} -H 'Content-Type: application/json' -d '{{\"text\": \"a photo of a dog\"}}'")
+                if settings.example_requests:
+                    send_examples(gateway.url, configs[0], log)
+                status.ready.set()
+                if settings.exit_when_ready:
+                    stop.set()
+            stop.wait(1.0)
+    finally:
+        log("stopping: inference servers, API, control plane")
+        if gateway:
+            gateway.stop()
+        servers.stop_all()
+        router.stop()
+        control_plane.stop()
+        (workdir / "state.json").unlink(missing_ok=True)
+    return status
+
+
+def send_examples(api_url: str, config: ModelConfig, log) -> None:
+    """The seed's request formats against the stable URL, as a consumer sends them."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from model_build.probes import photographs
+
+    def post(payload: dict) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"{api_url}/{config.route}", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    photo = photographs()[0] if photographs() else None
+    examples = [("text", {"text": "a photo of a dog"}), ("texts", {"texts": ["a dog", "a cat"]}), ("empty text", {"text": ""})]
+    if photo:
+        examples.insert(1, (f"image ({photo.name})", {"image": base64.b64encode(photo.data).decode()}))
+    log("6. example requests to the stable URL:")
+    for label, payload in examples:
+        status, body = post(payload)
+        answer = json.loads(body)
+        if status == 200 and answer and isinstance(answer[0], list):
+            summary = f"{len(answer)} embeddings of {len(answer[0])} floats"
+        elif status == 200:
+            summary = f"{len(answer)} floats, norm {sum(v * v for v in answer) ** 0.5:.6f}"
+        else:
+            summary = json.dumps(answer)
+        log(f"   {label}: {status} {summary}")
+
+
+def register_state_machine(session, stack_name: str, topic_arn: str) -> str:
+    """Give moto's executing Step Functions engine the stack's state machine.
+
+    moto keeps state machines created by its CloudFormation in its non-executing Step Functions
+    backend when execution is enabled, so the same committed ASL is registered here with the same
+    substitutions and the stack's own role.
+    """
+    from infra.templates import PLANNER_FUNCTION, PREFIX, SMOKE_TEST_FUNCTION
+    from promotion.state_machine import ASL_PATH, substitute
+
+    lambda_client = session.client("lambda")
+    # CloudFormation names the role <stack>-StateMachineRole-<suffix> (moto's DescribeStackResource
+    # fails on stacks holding resources it skipped, such as alarms).
+    role_arn = next(r["Arn"] for r in session.client("iam").list_roles()["Roles"] if r["RoleName"].startswith(f"{stack_name}-StateMachineRole"))
+    definition = substitute(ASL_PATH.read_text(), {
+        "PlanFunctionArn": lambda_client.get_function(FunctionName=PLANNER_FUNCTION)["Configuration"]["FunctionArn"],
+        "SmokeTestFunctionArn": lambda_client.get_function(FunctionName=SMOKE_TEST_FUNCTION)["Configuration"]["FunctionArn"],
+        "TopicArn": topic_arn,
+    })
+    return session.client("stepfunctions").create_state_machine(name=f"{PREFIX}-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
+
+
+def quiet_logs() -> None:
+    import logging
+
+    for name in ("werkzeug", "botocore", "boto3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("moto", "sagemaker"):  # moto narrates its fallbacks, the SDK its definition clean-ups
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _read_state(workdir: Path) -> dict:
+    path = Path(workdir) / "state.json"
+    if not path.is_file():
+        raise SystemExit("local mode is not running (no .local/state.json): start it with `clip-api local up`")
+    return json.loads(path.read_text())
+
+
+def _use_control_plane(state: dict) -> None:
+    os.environ.update({"AWS_ENDPOINT_URL": state["control_plane"], "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+
+
+def approve(model_id: str, version: int, workdir: Path = Path(".local")) -> str:
+    import boto3
+
+    _use_control_plane(_read_state(workdir))
+    sagemaker = boto3.client("sagemaker")
+    group = load_model_config(model_id).registry.model_package_group
+    for package in sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
+        if package["ModelPackageVersion"] == version:
+            sagemaker.update_model_package(ModelPackageArn=package["ModelPackageArn"], ModelApprovalStatus="Approved")
+            return package["ModelPackageArn"]
+    raise SystemExit(f"{model_id} has no version {version} in the local registry")
+
+
+def build(model_id: str, parameters: dict, workdir: Path = Path(".local")):
+    """Run the model's pipeline again against the running local mode: a new registered version."""
+    from pipeline.aws import run_pipeline_locally
+    from pipeline.settings import PipelineSettings
+
+    _use_control_plane(_read_state(workdir))
+    os.environ.setdefault("CLIP_API_BUCKET", f"clip-embedding-api-123456789012-us-east-1")
+    return run_pipeline_locally(load_model_config(model_id), PipelineSettings.from_env(), Path(workdir) / "pipeline-runs", parameters)
+
+
+def down(workdir: Path = Path(".local")) -> str:
+    path = Path(workdir) / "state.json"
+    if not path.is_file():
+        return "nothing to stop"
+    state = json.loads(path.read_text())
+    try:
+        os.kill(state["pid"], signal.SIGINT)
+        message = f"asked local mode (pid {state['pid']}) to stop"
+    except ProcessLookupError:
+        message = "local mode was not running; removed its stale state"
+    path.unlink(missing_ok=True)
+    return message
+
+
+def main_up(settings: LocalSettings) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_local(settings, stop=stop, log=lambda line: print(line, flush=True))
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
