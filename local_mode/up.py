@@ -266,8 +266,12 @@ def build(model_id: str, parameters: dict, workdir: Path = Path(".local")):
     from pipeline.settings import PipelineSettings
 
     _use_control_plane(_read_state(workdir))
-    os.environ.setdefault("CLIP_API_BUCKET", f"clip-embedding-api-123456789012-us-east-1")
-    return run_pipeline_locally(load_model_config(model_id), PipelineSettings.from_env(), Path(workdir) / "pipeline-runs", parameters)
+    os.environ.setdefault("CLIP_API_BUCKET", "clip-embedding-api-123456789012-us-east-1")
+    config = load_model_config(model_id)
+    if config.demo_only:
+        parameters = {"WeightsSource": "random", **parameters}  # demo models have no released weights
+    return run_pipeline_locally(config, PipelineSettings.from_env(), Path(workdir) / "pipeline-runs", parameters,
+                                log=lambda line: print(line, file=sys.stderr))
 
 
 def down(workdir: Path = Path(".local")) -> str:

@@ -1,0 +1,22 @@
+"""Weights: pretrained where they can be had; otherwise local mode says so and serves the tiny model."""
+
+from local_mode.up import LocalSettings, choose_models
+
+
+def test_without_weights_it_says_so_and_serves_the_tiny_model(monkeypatch):
+    monkeypatch.setattr("model_build.weights.pretrained_available", lambda config: (False, "the Hugging Face hub is unreachable"))
+    lines = []
+    configs, weights = choose_models(LocalSettings(), lines.append)
+    assert [c.model_id for c in configs] == ["clip-tiny"] and weights == "random"
+    assert any("clip-vit-b-32 cannot be had here: the Hugging Face hub is unreachable" in line for line in lines)
+
+
+def test_with_weights_it_serves_the_requested_models_pretrained(monkeypatch):
+    monkeypatch.setattr("model_build.weights.pretrained_available", lambda config: (True, "cached"))
+    configs, weights = choose_models(LocalSettings(), lambda _: None)
+    assert [c.model_id for c in configs] == ["clip-vit-b-32", "clip-vit-l-14"] and weights == "pretrained"
+
+
+def test_random_weights_keep_the_full_size_models(monkeypatch):
+    configs, weights = choose_models(LocalSettings(random_weights=True), lambda _: None)
+    assert [c.model_id for c in configs] == ["clip-vit-b-32", "clip-vit-l-14"] and weights == "random"
