@@ -240,20 +240,14 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         function = lambda_function(f"{model.description}: public API", "embedding_api.app.handler", "ApiFunctionRole", env, concurrency=100)
         function["Properties"]["FunctionName"] = name
         resources[f"{logical(model)}ApiFunction"] = function
-        resources[f"{logical(model)}ApiFunctionErrors"] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {"AlarmDescription": f"{name}: Lambda errors", "Namespace": "AWS/Lambda", "MetricName": "Errors",
-                           "Dimensions": [{"Name": "FunctionName", "Value": ref(f"{logical(model)}ApiFunction")}], "Statistic": "Sum",
-                           "Period": 60, "EvaluationPeriods": 1, "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                           "TreatMissingData": "notBreaching", "AlarmActions": [ref("Topic")]},
-        }
-        resources[f"{logical(model)}ApiFunctionThrottles"] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {"AlarmDescription": f"{name}: Lambda throttles", "Namespace": "AWS/Lambda", "MetricName": "Throttles",
-                           "Dimensions": [{"Name": "FunctionName", "Value": ref(f"{logical(model)}ApiFunction")}], "Statistic": "Sum",
-                           "Period": 60, "EvaluationPeriods": 1, "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                           "TreatMissingData": "notBreaching", "AlarmActions": [ref("Topic")]},
-        }
+        for metric in ("Errors", "Throttles"):
+            resources[f"{logical(model)}ApiFunction{metric}"] = {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {"AlarmDescription": f"{name}: Lambda {metric.lower()}", "Namespace": "AWS/Lambda", "MetricName": metric,
+                               "Dimensions": [{"Name": "FunctionName", "Value": ref(f"{logical(model)}ApiFunction")}], "Statistic": "Sum",
+                               "Period": 60, "EvaluationPeriods": 1, "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                               "TreatMissingData": "notBreaching", "AlarmActions": [ref("Topic")]},
+            }
 
     resources["PlannerRole"] = role("lambda.amazonaws.com", [policy("plan-promotions", [
         allow(["sagemaker:DescribeModelPackage"], [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:model-package/" + g + "/*") for g in groups]),

@@ -14,9 +14,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 from clip_api.model_config import ModelConfig
+from local_mode.http_handler import QuietHandler
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
@@ -74,34 +75,21 @@ class LocalApiGateway:
     def _handler(self):
         gateway = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _respond(self, status: int, headers: dict, body: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY_BYTES:
                     self.rfile.read(length)
-                    return self._respond(413, {"Content-Type": "application/json"}, b'{"message": "Request Too Long"}')
+                    return self.respond(413, {"Content-Type": "application/json"}, b'{"message": "Request Too Long"}')
                 body = self.rfile.read(length).decode("utf-8", errors="replace")
                 try:
                     result = gateway.invoke(self.command, self.path.split("?")[0], dict(self.headers.items()), body)
                 except Exception as error:  # noqa: BLE001 - API Gateway answers 502 when the integration fails
-                    return self._respond(502, {"Content-Type": "application/json"}, json.dumps({"message": f"Internal server error ({type(error).__name__})"}).encode())
+                    return self.respond(502, {"Content-Type": "application/json"}, json.dumps({"message": f"Internal server error ({type(error).__name__})"}).encode())
                 headers = dict(result.get("headers") or {})
                 for key, values in (result.get("multiValueHeaders") or {}).items():
                     headers.setdefault(key, values[0])
-                self._respond(result["statusCode"], headers, (result.get("body") or "").encode())
+                self.respond(result["statusCode"], headers, (result.get("body") or "").encode())
 
             do_POST = do_GET = do_OPTIONS = _any  # noqa: N815
 

@@ -11,7 +11,9 @@ import http.client
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from local_mode.http_handler import QuietHandler
 
 _PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
 
@@ -39,22 +41,9 @@ class EndpointRoutes:
 
 
 def _handler(routes: EndpointRoutes):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args) -> None:
-            pass
-
-        def _send(self, status: int, body: bytes, headers: dict) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(QuietHandler):
         def _error(self, status: int, code: str, payload: dict) -> None:
-            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", "x-amzn-ErrorType": code})
+            self.respond(status, {"Content-Type": "application/json", "x-amzn-ErrorType": code}, json.dumps(payload).encode())
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -76,9 +65,9 @@ def _handler(routes: EndpointRoutes):
             if answer.status != 200:
                 return self._error(424, "ModelError", {"message": f"Received client error ({answer.status}) from primary",
                                                        "OriginalStatusCode": answer.status, "OriginalMessage": payload.decode(errors="replace")})
-            self._send(200, payload, {"Content-Type": answer.getheader("Content-Type", "application/json"),
-                                      "x-Amzn-Invoked-Production-Variant": "AllTraffic",
-                                      "X-Amzn-SageMaker-Custom-Attributes": answer.getheader("X-Amzn-SageMaker-Custom-Attributes", "")})
+            self.respond(200, {"Content-Type": answer.getheader("Content-Type", "application/json"),
+                               "x-Amzn-Invoked-Production-Variant": "AllTraffic",
+                               "X-Amzn-SageMaker-Custom-Attributes": answer.getheader("X-Amzn-SageMaker-Custom-Attributes", "")}, payload)
 
     return Handler
 
