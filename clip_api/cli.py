@@ -46,12 +46,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from clip_api.demo import run_demo
-
-    return run_demo(args.model_id, port=args.port, random_weights=args.random_weights, keep_serving=args.keep_serving)
-
-
 def _cmd_validate(args: argparse.Namespace) -> int:
     from clip_api.model_config import load_model_config
     from inference_code.artifact import open_artifact
@@ -232,13 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=_cmd_serve)
-
-    demo = commands.add_parser("demo", help="package a model offline, serve it and send example requests")
-    demo.add_argument("model_id", nargs="?", default="clip-tiny")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--random-weights", action="store_true", help="full-size architecture at random init (demo only)")
-    demo.add_argument("--keep-serving", action="store_true", help="keep the server up until Ctrl-C")
-    demo.set_defaults(func=_cmd_demo)
 
     validate = commands.add_parser("validate", help="measure an artifact as an endpoint serves it; write evaluation.json")
     validate.add_argument("artifact", help="model.tar.gz or its extracted directory")
