@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.local_runner import split_s3_uri
+from clip_api.s3_uri import split_s3_uri
 
 
 def free_port() -> int:

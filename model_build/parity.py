@@ -34,6 +34,8 @@ class ParityResult:
     image: ModalityParity
     token_ids_equal: bool
     token_mismatches: tuple[str, ...]
+    served_text: np.ndarray  # the served embeddings compared, for callers that check more of them
+    served_image: np.ndarray
 
 
 def measure_parity(
@@ -43,14 +45,12 @@ def measure_parity(
     texts: Sequence[str],
     images: Sequence[tuple[str, bytes]],
     served_token_ids: Callable[[list[str]], np.ndarray] | None = None,
-    batch_size: int = 16,
 ) -> ParityResult:
+    """The embed functions get every probe at once and batch as their serving path must."""
     texts = list(texts)
-    served_text = np.concatenate([embed_texts(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+    served_text = np.asarray(embed_texts(texts))
     image_bytes = [data for _, data in images]
-    served_image = np.concatenate(
-        [embed_images(image_bytes[i : i + batch_size]) for i in range(0, len(image_bytes), batch_size)]
-    )
+    served_image = np.asarray(embed_images(image_bytes))
     mismatches: tuple[str, ...] = ()
     if served_token_ids is not None:
         ours, theirs = served_token_ids(texts), reference.token_ids(texts)
@@ -60,4 +60,6 @@ def measure_parity(
         image=ModalityParity(cosine_rows(served_image, reference.embed_images(image_bytes)), tuple(n for n, _ in images)),
         token_ids_equal=not mismatches,
         token_mismatches=mismatches,
+        served_text=served_text,
+        served_image=served_image,
     )

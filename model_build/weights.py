@@ -23,6 +23,7 @@ import torch
 
 from clip_api.model_config import ModelConfig
 from clip_api.paths import OPEN_CLIP_CONFIGS_DIR
+from clip_api.s3_uri import split_s3_uri
 from inference_code.manifest import PreprocessInfo, WeightsInfo, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def fetch_s3_checkpoint(uri: str, cache_dir: Path | None = None) -> Path:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, key = uri[len("s3://") :].partition("/")
+    bucket, key = split_s3_uri(uri)
     target_dir = Path(cache_dir or tempfile.mkdtemp(prefix="clip-weights-"))
     target = target_dir / Path(key).name
     try:

@@ -12,6 +12,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from clip_api.model_config import ModelConfig
+from clip_api.s3_uri import split_s3_uri
 from pipeline.settings import PipelineSettings
 
 ENTRY_SCRIPT = Path(__file__).with_name("processing_entry.py")
@@ -33,7 +34,7 @@ def ensure_model_package_group(sagemaker, config: ModelConfig) -> str:
 
 
 def upload_entry_script(s3, settings: PipelineSettings) -> str:
-    bucket, _, key = settings.code_uri[5:].partition("/")
+    bucket, key = split_s3_uri(settings.code_uri)
     s3.upload_file(str(ENTRY_SCRIPT), bucket, key)
     return settings.code_uri
 

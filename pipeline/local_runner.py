@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_api.s3_uri import split_s3_uri
+
 PROCESSING_ROOT = "/opt/ml/processing"
 _OUTPUT_REF = re.compile(r"^Steps\.(?P<step>[^.]+)\.ProcessingOutputConfig\.Outputs\['(?P<output>[^']+)'\]\.S3Output\.S3Uri$")
 _PROPERTY_FILE_REF = re.compile(r"^Steps\.(?P<step>[^.]+)\.PropertyFiles\.(?P<file>.+)$")
@@ -46,13 +48,6 @@ class LocalRunResult:
     steps: list[StepRecord] = field(default_factory=list)
     model_package_arn: str | None = None
     failure_reason: str | None = None
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 def json_path(document, path: str):

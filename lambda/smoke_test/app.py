@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from clip_api.s3_uri import split_s3_uri
 from promotion import smoke
 
 logger = Logger(service="clip-smoke-test")
@@ -31,7 +32,7 @@ class SmokeTestRequest(BaseModel):
 def load_cases(s3, uri: str) -> list[dict]:
     if not uri.startswith("s3://"):
         return []
-    bucket, _, key = uri[5:].partition("/")
+    bucket, key = split_s3_uri(uri)
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["cases"]
 
 

@@ -11,7 +11,7 @@ import pytest
 from clip_api.model_config import load_model_config
 from pipeline.aws import ensure_model_package_group, run_pipeline_locally, start_pipeline, upsert_pipeline
 from pipeline.definition import pipeline_definition, pipeline_name
-from pipeline.local_runner import split_s3_uri
+from clip_api.s3_uri import split_s3_uri
 from pipeline.settings import PipelineSettings
 
 
