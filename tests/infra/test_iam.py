@@ -1,0 +1,331 @@
+"""IAM as a real account evaluates it (moto does not): the evaluator itself, the Service Authorization
+Reference, and every call of the workflow and the Lambdas against the rendered policy of the role
+that makes it. See infra/iam_policy.py."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from infra import iam_policy as ip
+from infra.iam_policy import ACCOUNT, REGION, Deployment, Request
+from infra.templates import templates
+
+ROLE = "arn:aws:iam::123456789012:role/svc"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict:
+    return templates()
+
+
+@pytest.fixture(scope="module")
+def deployment(rendered) -> Deployment:
+    return Deployment(rendered)
+
+
+def doc(*statements) -> list[dict]:
+    return [{"Version": "2012-10-17", "Statement": list(statements)}]
+
+
+# ------------------------------------------------------------------------------------------ evaluator
+
+
+def test_evaluator_allow_implicit_deny_and_explicit_deny_wins():
+    allow = {"Effect": "Allow", "Action": "sagemaker:DescribeEndpoint", "Resource": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*"}
+    endpoint = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-b32-v3"
+    assert ip.evaluate(doc(allow), "sagemaker:DescribeEndpoint", endpoint) == "Allow"
+    assert ip.evaluate(doc(allow), "SageMaker:describeendpoint", endpoint) == "Allow"  # actions are case-insensitive
+    assert ip.evaluate(doc(allow), "sagemaker:DeleteEndpoint", endpoint) == "ImplicitDeny"
+    assert ip.evaluate(doc(allow), "sagemaker:DescribeEndpoint", endpoint.replace("clip-", "other-")) == "ImplicitDeny"
+    assert ip.evaluate(doc(allow), "sagemaker:DescribeEndpoint", endpoint.replace("us-east-1", "eu-west-1")) == "ImplicitDeny"
+    deny = {"Effect": "Deny", "Action": "sagemaker:*", "Resource": "*"}
+    assert ip.evaluate(doc(allow, deny), "sagemaker:DescribeEndpoint", endpoint) == "Deny"
+
+
+def test_evaluator_wildcards_notaction_and_notresource():
+    statement = {"Effect": "Allow", "Action": ["kms:GenerateDataKey*", "kms:Decrypt"], "Resource": "arn:aws:kms:us-east-1:123456789012:key/?bc*"}
+    key = "arn:aws:kms:us-east-1:123456789012:key/abc-123"
+    assert ip.evaluate(doc(statement), "kms:GenerateDataKeyWithoutPlaintext", key) == "Allow"
+    assert ip.evaluate(doc(statement), "kms:Encrypt", key) == "ImplicitDeny"
+    assert ip.evaluate(doc(statement), "kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:key/bc-123") == "ImplicitDeny"  # ? is one char
+    not_action = {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}
+    assert ip.evaluate(doc(not_action), "s3:GetObject", "arn:aws:s3:::b/k") == "Allow"
+    assert ip.evaluate(doc(not_action), "iam:PassRole", ROLE) == "ImplicitDeny"
+    not_resource = {"Effect": "Deny", "Action": "s3:*", "NotResource": "arn:aws:s3:::mine/*"}
+    allow_all = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
+    assert ip.evaluate(doc(allow_all, not_resource), "s3:GetObject", "arn:aws:s3:::mine/k") == "Allow"
+    assert ip.evaluate(doc(allow_all, not_resource), "s3:GetObject", "arn:aws:s3:::theirs/k") == "Deny"
+
+
+def test_wildcards_do_not_span_arn_parts():
+    # The region part is its own segment: "*" there must not swallow the account's colon.
+    assert ip.arn_matches("arn:aws:sagemaker:*:123456789012:endpoint/*", "arn:aws:sagemaker:us-east-1:123456789012:endpoint/x")
+    assert not ip.arn_matches("arn:aws:sagemaker:*:endpoint/*", "arn:aws:sagemaker:us-east-1:123456789012:endpoint/x")
+    # ... but inside the resource part a wildcard spans "/" and ":" (log streams of a log group).
+    assert ip.arn_matches("arn:aws:logs:us-east-1:123456789012:log-group:/aws/*",
+                          "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/f:log-stream:2026/01/01/x")
+    assert not ip.arn_matches("arn:aws:s3:::bucket", "arn:aws:s3:::bucket/key")
+
+
+def test_conditions():
+    pass_role = {"Effect": "Allow", "Action": "iam:PassRole", "Resource": ROLE,
+                 "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}}
+    assert ip.evaluate(doc(pass_role), "iam:PassRole", ROLE, {"iam:PassedToService": "sagemaker.amazonaws.com"}) == "Allow"
+    assert ip.evaluate(doc(pass_role), "iam:PassRole", ROLE, {"iam:PassedToService": "lambda.amazonaws.com"}) == "ImplicitDeny"
+    assert ip.evaluate(doc(pass_role), "iam:PassRole", ROLE, {}) == "ImplicitDeny"  # a missing key fails the condition
+    if_exists = dict(pass_role, Condition={"StringEqualsIfExists": {"iam:PassedToService": "sagemaker.amazonaws.com"}})
+    assert ip.evaluate(doc(if_exists), "iam:PassRole", ROLE, {}) == "Allow"
+    arn_like = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+                "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:123456789012:log-group:*"}}}
+    assert ip.evaluate(doc(arn_like), "kms:Decrypt", "k", {"kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:123456789012:log-group:g"}) == "Allow"
+    assert ip.evaluate(doc(arn_like), "kms:Decrypt", "k", {"kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:999999999999:log-group:g"}) == "ImplicitDeny"
+    insecure = {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    assert ip.evaluate(doc(insecure), "s3:GetObject", "arn:aws:s3:::b/k", {"aws:SecureTransport": False}) == "Deny"
+    assert ip.evaluate(doc(insecure), "s3:GetObject", "arn:aws:s3:::b/k", {"aws:SecureTransport": True}) == "ImplicitDeny"
+    not_equals = {"Effect": "Deny", "Action": "*", "Resource": "*", "Condition": {"StringNotEquals": {"aws:SourceAccount": ACCOUNT}}}
+    assert ip.evaluate(doc(not_equals), "s3:GetObject", "*", {"aws:SourceAccount": "999999999999"}) == "Deny"
+    assert ip.evaluate(doc(not_equals), "s3:GetObject", "*", {"aws:SourceAccount": ACCOUNT}) == "ImplicitDeny"
+
+
+def test_resource_policy_principals():
+    policy = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"},
+                            {"Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "kms:Decrypt", "Resource": "*",
+                             "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}]}
+    assert ip.resource_policy_allows(policy, {"AWS": ROLE}, "kms:Encrypt")
+    assert not ip.resource_policy_allows(policy, {"AWS": "arn:aws:iam::999999999999:role/x"}, "kms:Encrypt")
+    assert ip.resource_policy_allows(policy, {"Service": "sns.amazonaws.com"}, "kms:Decrypt", context={"aws:SourceAccount": ACCOUNT})
+    assert not ip.resource_policy_allows(policy, {"Service": "sns.amazonaws.com"}, "kms:Decrypt")
+    assert not ip.resource_policy_allows(policy, {"Service": "logs.us-east-1.amazonaws.com"}, "kms:Decrypt", context={"aws:SourceAccount": ACCOUNT})
+
+
+def test_rendering_resolves_intrinsics_with_generated_physical_names():
+    template = {
+        "Parameters": {"Bucket": {"Type": "String"}},
+        "Conditions": {"Prod": {"Fn::Equals": [{"Ref": "AWS::Region"}, "us-east-1"]}},
+        "Resources": {
+            "Fn": {"Type": "AWS::Lambda::Function", "Properties": {"Role": {"Fn::GetAtt": ["Role", "Arn"]}}},
+            "Role": {"Type": "AWS::IAM::Role", "Properties": {"Policies": [{"PolicyName": "p", "PolicyDocument": {"Statement": [
+                {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["Fn", "Arn"]}},
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${Bucket}/${!literal}"}},
+                {"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Fn::If": ["Prod", {"Ref": "Topic"}, {"Ref": "AWS::NoValue"}]}},
+            ]}}]}},
+            "Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "t"}},
+        },
+    }
+    deployment = Deployment({"serving.yaml": template}, {"serving.yaml": {"Bucket": "b"}})
+    role = deployment.role("Role")
+    assert re.fullmatch(r"arn:aws:iam::123456789012:role/clip-embedding-api-serving-Role-[0-9A-F]{12}", role.arn)
+    function_arn = deployment.stacks["serving"].getatt("Fn", "Arn")
+    assert re.fullmatch(r"arn:aws:lambda:us-east-1:123456789012:function:clip-embedding-api-serving-Fn-[0-9A-F]{12}", function_arn)
+    assert deployment.allowed("Role", "lambda:InvokeFunction", function_arn)
+    assert not deployment.allowed("Role", "lambda:InvokeFunction", function_arn + "x")
+    assert deployment.allowed("Role", "s3:GetObject", "arn:aws:s3:::b/${literal}")
+    assert deployment.allowed("Role", "sns:Publish", "arn:aws:sns:us-east-1:123456789012:t")
+
+
+def test_reference_overlap_distinguishes_resource_types():
+    endpoint = "arn:${Partition}:sagemaker:${Region}:${Account}:endpoint/${EndpointName}"
+    config = "arn:${Partition}:sagemaker:${Region}:${Account}:endpoint-config/${EndpointConfigName}"
+    assert ip.glob_overlaps_template("arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*", endpoint)
+    assert not ip.glob_overlaps_template("arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*", config)
+    assert ip.glob_overlaps_template("arn:aws:sagemaker:us-east-1:123456789012:endpoint*", config)
+    assert ip.glob_overlaps_template("*", config)
+    bucket, obj = "arn:${Partition}:s3:::${BucketName}", "arn:${Partition}:s3:::${BucketName}/${ObjectName}"
+    assert not ip.glob_overlaps_template("arn:aws:s3:::b/*", bucket)
+    assert ip.glob_overlaps_template("arn:aws:s3:::b/*", obj)
+    assert not ip.glob_overlaps_template("arn:aws:s3:::b", obj)
+
+
+# ------------------------------------------------------------------ Service Authorization Reference
+
+
+def test_every_granted_action_exists_and_covers_its_required_resource_types(deployment):
+    assert ip.deployment_reference_problems(deployment) == []
+
+
+def test_reference_check_bites():
+    problems = ip.reference_problems(doc(
+        {"Effect": "Allow", "Action": ["sagemaker:CreateEndpoint"], "Resource": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*"},
+        {"Effect": "Allow", "Action": ["sagemaker:DescribeEndpoints"], "Resource": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*"},
+        {"Effect": "Allow", "Action": ["sagemaker:ListEndpoints"], "Resource": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*"},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::b/*"},
+    ))
+    text = "\n".join(problems)
+    assert "sagemaker:CreateEndpoint is authorised against a endpoint-config" in text
+    assert "sagemaker:DescribeEndpoints is no action" in text
+    assert "sagemaker:ListEndpoints supports no resource-level permissions" in text
+    assert "s3:ListBucket is allowed only on ['arn:aws:s3:::b/*'], none of the resource types" in text
+    assert len(problems) == 4
+    fixed = ip.reference_problems(doc({"Effect": "Allow", "Action": ["sagemaker:CreateEndpoint"], "Resource": [
+        "arn:aws:sagemaker:us-east-1:123456789012:endpoint/clip-*", "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/clip-*"]}))
+    assert fixed == []
+
+
+def test_reference_check_finds_a_misspelt_action_in_the_rendered_templates(rendered):
+    broken = copy.deepcopy(rendered)
+    statement = broken["serving.yaml"]["Resources"]["SmokeTestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    statement["Action"] = ["s3:GetObjects"]
+    problems = ip.deployment_reference_problems(Deployment(broken))
+    assert any("s3:GetObjects is no action" in p for p in problems), problems
+
+
+# ------------------------------------------------------------- the promotion workflow's Task states
+
+
+def _served_configs(deployment):
+    from clip_api.model_config import load_all_model_configs
+
+    groups = {r["Properties"]["ModelPackageGroupName"] for _, _, r in deployment.resources_of_type("AWS::SageMaker::ModelPackageGroup")}
+    configs = [c for c in load_all_model_configs() if c.registry.model_package_group in groups]
+    assert configs, "no served model in the rendered serving template"
+    return configs
+
+
+def _function(deployment, handler: str):
+    for stack, logical, resource in deployment.resources_of_type("AWS::Lambda::Function"):
+        if resource["Properties"]["Handler"] == handler:
+            return stack, logical, resource
+    raise LookupError(handler)
+
+
+def _live_state(model_id: str, previous: str, version: int, package_arn: str, endpoints: tuple):
+    from promotion.plan import LiveState
+
+    fields = LiveState.__dataclass_fields__
+    if "pointer" in fields:
+        from promotion.pointer import ServingPointer
+
+        return LiveState(pointer=ServingPointer(model_id, previous, version if previous else 0, package_arn if previous else ""), endpoints=endpoints)
+    return LiveState(function_name=f"clip-embedding-api-{model_id}", environment={"SAGEMAKER_ENDPOINT_NAME": previous}, endpoints=endpoints)
+
+
+def workflow_inputs(deployment) -> list[dict]:
+    """State inputs of the promotion workflow, from the real planner logic with the rendered planner's settings:
+    a first deployment and a replacement with retired endpoints, for every served model."""
+    from promotion.plan import PackageInfo, plan_promotion, resource_name
+    from promotion_planner.app import settings_from_env
+
+    _, _, planner = _function(deployment, "promotion_planner.app.handler")
+    settings = settings_from_env(planner["Properties"]["Environment"]["Variables"])
+    bucket = deployment.stacks["bootstrap"].outputs.get("ArtifactBucketName", f"clip-embedding-api-{ACCOUNT}-{REGION}")
+    inputs = []
+    for config in _served_configs(deployment):
+        group = config.registry.model_package_group
+        for version, previous in ((1, 0), (5, 4)):
+            package_arn = ip.arn("sagemaker", f"model-package/{group}/{version}")
+            package = PackageInfo(package_arn, group, version, "Approved", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:1",
+                                  f"s3://{bucket}/clip-embedding-api/pipelines/{config.model_id}/run/model.tar.gz",
+                                  f"s3://{bucket}/clip-embedding-api/pipelines/{config.model_id}/run/evaluation/model_quality.json")
+            existing = tuple(resource_name(config.model_id, v) for v in range(1, previous + 1))
+            live = _live_state(config.model_id, existing[-1] if existing else "", previous, ip.arn("sagemaker", f"model-package/{group}/{previous}"), existing)
+            plan = plan_promotion(config, package, live, settings).to_dict()
+            assert plan["action"] == "promote", plan
+            event = {"detail": {"ModelPackageArn": package_arn, "ModelPackageGroupName": group, "ModelApprovalStatus": "Approved"}}
+            inputs.append({**event, "plan": plan, "error": {"Error": "SmokeTestFailed", "Cause": "test"}, "polls": {"count": 0},
+                           "endpoint": {"status": "InService"}, "bake": {"firing": False, "states": []}, "smoke": {"passed": True, "reason": "ok"}})
+    return inputs
+
+
+def _workflow(deployment):
+    definition, role = ip.state_machine_definition(deployment)
+    return definition, role, ip.workflow_requests(definition, workflow_inputs(deployment), deployment)
+
+
+def test_every_task_of_the_workflow_is_covered_by_the_check(deployment):
+    definition, _, requests = _workflow(deployment)
+    tasks = {path.rsplit("/", 1)[-1] for path, _ in ip.task_states(definition)}
+    checked = {state for state, _ in requests}
+    assert tasks - checked == set(), "tasks whose parameters the sample inputs do not reach: extend workflow_inputs"
+
+
+def test_the_state_machine_role_may_make_every_call_of_every_task(deployment):
+    _, role, requests = _workflow(deployment)
+    denied = sorted({f"{state}: {r}" for state, r in requests if not deployment.allowed(role, r.action, r.resource, r.context)})
+    assert denied == []
+
+
+def test_the_state_machine_role_may_log_and_trace(deployment):
+    _, role, _ = _workflow(deployment)
+    assert deployment.denied(role, ip.state_machine_requirements(deployment)) == []
+
+
+def test_workflow_check_bites(rendered):
+    """Take back one grant at a time: the check names the task that would fail in a real account."""
+    def without(action: str) -> Deployment:
+        broken = copy.deepcopy(rendered)
+        for pol in broken["serving.yaml"]["Resources"]["StateMachineRole"]["Properties"]["Policies"]:
+            for statement in pol["PolicyDocument"]["Statement"]:
+                statement["Action"] = [a for a in ip._as_list(statement["Action"]) if a != action] or ["sagemaker:DescribeEndpoint"]
+        return Deployment(broken)
+
+    for action, state in (("sagemaker:ListTags", "CreateEndpoint"), ("iam:PassRole", "CreateModel"), ("sns:Publish", "NotifySuccess"),
+                          ("sagemaker:DeleteEndpointConfig", "RetireEndpointConfig")):
+        broken = without(action)
+        _, role, requests = _workflow(broken)
+        denied = {(s, r.action) for s, r in requests if not broken.allowed(role, r.action, r.resource, r.context)}
+        assert (state, action) in denied, (action, sorted(denied))
+
+
+def test_create_endpoint_needs_the_endpoint_config_arn():
+    requests = ip.task_requests("arn:aws:states:::sagemaker:createEndpoint", {"EndpointName": "clip-a-v1", "EndpointConfigName": "clip-a-v1"})
+    assert {(r.action, r.resource.rsplit(":", 1)[1]) for r in requests} == {
+        ("sagemaker:CreateEndpoint", "endpoint/clip-a-v1"), ("sagemaker:CreateEndpoint", "endpoint-config/clip-a-v1"),
+        ("sagemaker:ListTags", "endpoint/clip-a-v1")}
+    with pytest.raises(LookupError):
+        ip.task_requests("arn:aws:states:::sagemaker:createTrainingJob.sync", {})
+
+
+# ---------------------------------------------------------------------------- keys and services
+
+
+def _key_policy(deployment):
+    policies = deployment.key_policies()
+    assert len(policies) == 1
+    return next(iter(policies.items()))
+
+
+def test_cloudwatch_logs_may_use_the_key_for_every_encrypted_log_group(deployment):
+    key_arn, policy = _key_policy(deployment)
+    groups = [(stack, logical, r) for stack, logical, r in deployment.resources_of_type("AWS::Logs::LogGroup") if r["Properties"].get("KmsKeyId")]
+    assert groups
+    for stack, logical, _ in groups:
+        group_arn = stack.physical[logical][1]["Arn"].removesuffix(":*")
+        context = {"kms:EncryptionContext:aws:logs:arn": group_arn}
+        for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:Describe" + "Key"):
+            assert ip.resource_policy_allows(policy, {"Service": f"logs.{REGION}.amazonaws.com"}, action, key_arn, context), (logical, action)
+        other = {"kms:EncryptionContext:aws:logs:arn": group_arn.replace(ACCOUNT, "999999999999")}
+        assert not ip.resource_policy_allows(policy, {"Service": f"logs.{REGION}.amazonaws.com"}, "kms:Decrypt", key_arn, other)
+
+
+def test_service_principals_in_the_key_policy_are_scoped_to_this_account(deployment):
+    """Confused-deputy protection: a service acting for another account may not use the key."""
+    _, policy = _key_policy(deployment)
+    services = {s for st in policy["Statement"] for s in ip._as_list((st.get("Principal") or {}).get("Service"))}
+    assert services
+    for service in services:
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            foreign = {"aws:SourceAccount": "999999999999", "aws:SourceArn": f"arn:aws:sns:{REGION}:999999999999:t",
+                       "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{REGION}:999999999999:log-group:g", "kms:CallerAccount": "999999999999"}
+            assert not ip.resource_policy_allows(policy, {"Service": service}, action, "*", foreign), (service, action)
+
+
+def test_alarms_may_publish_to_the_encrypted_topic(deployment):
+    key_arn, policy = _key_policy(deployment)
+    topics = [(stack.physical[logical][0], r) for stack, logical, r in deployment.resources_of_type("AWS::SNS::Topic") if r["Properties"].get("KmsMasterKeyId")]
+    assert topics
+    for topic_arn, _ in topics:
+        assert deployment.topic_key_arn(topic_arn) == key_arn
+        context = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": ip.arn("cloudwatch", "alarm:clip-x-v1-throttles")}
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            assert ip.resource_policy_allows(policy, {"Service": "cloudwatch.amazonaws.com"}, action, key_arn, context), action
+
+
+def test_no_hard_coded_partition(rendered):
+    for name, template in rendered.items():
+        text = json.dumps(template["Resources"])
+        # the committed ASL inside DefinitionString may say arn:aws: only through ${Partition}
+        assert not re.search(r"arn:aws[:-]", text.replace("arn:aws:iam::aws:policy", "")), f"{name}: arn:aws hard-coded, use ${{AWS::Partition}}"
