@@ -18,6 +18,8 @@ import yaml
 
 from clip_api.model_config import ModelConfig, load_all_model_configs
 from promotion.events import approval_event_pattern
+from promotion.pointer import KEY as POINTER_KEY
+from promotion.pointer import TABLE_ENV as POINTER_TABLE_ENV
 from promotion.state_machine import ASL_PATH
 
 INFRA_DIR = Path(__file__).parent
@@ -116,9 +118,16 @@ def bootstrap_template() -> dict:
                         "Statement": [
                             {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
                              "Action": "kms:*", "Resource": "*"},
+                            # Confused-deputy protection: the services may use the key only on this account's behalf.
                             {"Sid": "ServicesUseTheKey", "Effect": "Allow",
                              "Principal": {"Service": ["sns.amazonaws.com", "events.amazonaws.com", "cloudwatch.amazonaws.com", "states.amazonaws.com"]},
-                             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
+                             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+                             "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}},
+                            # Encrypted log groups: CloudWatch Logs uses the key only for this account's log groups.
+                            {"Sid": "CloudWatchLogsEncryptsLogGroups", "Effect": "Allow",
+                             "Principal": {"Service": sub("logs.${AWS::Region}.amazonaws.com")},
+                             "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"], "Resource": "*",
+                             "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")}}},
                         ],
                     },
                 },
@@ -169,6 +178,7 @@ def _public_access_block() -> dict:
 
 
 PLANNER_FUNCTION = f"{PREFIX}-promotion-planner"
+POINTER_TABLE = f"{PREFIX}-serving-pointer"
 SMOKE_TEST_FUNCTION = f"{PREFIX}-smoke-test"
 
 
@@ -176,7 +186,6 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
     """The serving stack for `models` (demo-only models only when asked: local mode serves them)."""
     served = [m for m in models if include_demo or not m.demo_only]
     groups = [m.registry.model_package_group for m in served]
-    api_function_names = [f"{PREFIX}-{m.model_id}" for m in served]
     resources: dict = {}
     params = {
         "ArtifactBucket": {"Type": "String", "Description": "bootstrap stack's artifact bucket"},
@@ -196,6 +205,19 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
     endpoint_arn = sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:endpoint/clip-*")
     kms_use = allow(["kms:Decrypt", "kms:GenerateDataKey"], ref("KmsKeyArn"))
 
+    pointer_table_arn = getatt("ServingPointerTable", "Arn")
+    # Which endpoint serves each model: written only by the promotion workflow (see promotion/pointer.py).
+    resources["ServingPointerTable"] = {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "TableName": POINTER_TABLE, "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": POINTER_KEY, "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": POINTER_KEY, "KeyType": "HASH"}],
+            "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": ref("KmsKeyArn")},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        },
+    }
     resources["Topic"] = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"{PREFIX}-promotions", "KmsMasterKeyId": ref("KmsKeyArn")}}
     resources["TopicEmail"] = {"Type": "AWS::SNS::Subscription", "Condition": "HasEmail",
                                "Properties": {"TopicArn": ref("Topic"), "Protocol": "email", "Endpoint": ref("NotificationEmail")}}
@@ -230,13 +252,13 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
 
     resources["ApiFunctionRole"] = role("lambda.amazonaws.com", [policy("invoke-endpoints", [
         allow(["sagemaker:InvokeEndpoint"], endpoint_arn),
-        allow(["lambda:GetFunctionConfiguration"], [sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + n) for n in api_function_names]),
+        allow(["dynamodb:GetItem"], pointer_table_arn),
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "API Lambdas: invoke the clip endpoints")
     for model in served:
         name = f"{PREFIX}-{model.model_id}"
-        env = {"MODEL_ID": model.model_id, "SAGEMAKER_ENDPOINT_NAME": "", "SERVED_MODELS": ",".join(m.model_id for m in served),
-               "API_FUNCTION_NAME_FORMAT": PREFIX + "-{model_id}", "CORS_ALLOW_ORIGIN": ref("CorsAllowOrigin"), "POWERTOOLS_SERVICE_NAME": name}
+        env = {"MODEL_ID": model.model_id, POINTER_TABLE_ENV: ref("ServingPointerTable"), "SERVED_MODELS": ",".join(m.model_id for m in served),
+               "CORS_ALLOW_ORIGIN": ref("CorsAllowOrigin"), "POWERTOOLS_SERVICE_NAME": name}
         function = lambda_function(f"{model.description}: public API", "embedding_api.app.handler", "ApiFunctionRole", env, concurrency=100)
         function["Properties"]["FunctionName"] = name
         resources[f"{logical(model)}ApiFunction"] = function
@@ -252,12 +274,12 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
     resources["PlannerRole"] = role("lambda.amazonaws.com", [policy("plan-promotions", [
         allow(["sagemaker:DescribeModelPackage"], [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:model-package/" + g + "/*") for g in groups]),
         allow(["sagemaker:ListEndpoints"], "*", sid="ListEndpointsHasNoResourceLevelPermissions"),
-        allow(["lambda:GetFunctionConfiguration"], [sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + n) for n in api_function_names]),
+        allow(["dynamodb:GetItem"], pointer_table_arn),
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion planner: read the package and what is live")
     resources["PlannerFunction"] = lambda_function(
         "clip-embedding-api: plan a promotion", "promotion_planner.app.handler", "PlannerRole",
-        {"MODEL_EXECUTION_ROLE_ARN": getatt("ModelExecutionRole", "Arn"), "TOPIC_ARN": ref("Topic"), "API_FUNCTION_NAME_FORMAT": PREFIX + "-{model_id}",
+        {"MODEL_EXECUTION_ROLE_ARN": getatt("ModelExecutionRole", "Arn"), "TOPIC_ARN": ref("Topic"), POINTER_TABLE_ENV: ref("ServingPointerTable"),
          "BAKE_SECONDS": ref("BakeSeconds"), "POLL_SECONDS": ref("PollSeconds"), "POWERTOOLS_SERVICE_NAME": "clip-promotion-planner"}, concurrency=5)
     resources["PlannerFunction"]["Properties"]["FunctionName"] = PLANNER_FUNCTION
     resources["SmokeTestRole"] = role("lambda.amazonaws.com", [policy("smoke-test", [
@@ -274,16 +296,21 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["sagemaker:CreateModel", "sagemaker:DeleteModel"], sub(sagemaker_arn + ":model/clip-*")),
         allow(["sagemaker:CreateEndpointConfig", "sagemaker:DeleteEndpointConfig"], sub(sagemaker_arn + ":endpoint-config/clip-*")),
         allow(["sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"], endpoint_arn),
-        allow(["sagemaker:AddTags"], [sub(sagemaker_arn + ":model/clip-*"), sub(sagemaker_arn + ":endpoint-config/clip-*"), endpoint_arn]),
+        # CreateEndpoint is authorised against the endpoint config it deploys as well as the endpoint.
+        allow(["sagemaker:CreateEndpoint"], sub(sagemaker_arn + ":endpoint-config/clip-*")),
+        # The optimised createModel/createEndpointConfig/createEndpoint integrations call ListTags on what they create.
+        allow(["sagemaker:AddTags", "sagemaker:ListTags"], [sub(sagemaker_arn + ":model/clip-*"), sub(sagemaker_arn + ":endpoint-config/clip-*"), endpoint_arn]),
         allow(["sagemaker:UpdateModelPackage"], [sub(sagemaker_arn + ":model-package/" + g + "/*") for g in groups]),
-        allow(["iam:PassRole"], getatt("ModelExecutionRole", "Arn")),
-        allow(["lambda:UpdateFunctionConfiguration"], [sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + n) for n in api_function_names]),
+        {**allow(["iam:PassRole"], getatt("ModelExecutionRole", "Arn")), "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+        allow(["dynamodb:PutItem"], pointer_table_arn),
         allow(["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"], sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:clip-*")),
         allow(["sns:Publish"], ref("Topic")),
         kms_use,
         allow(["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery", "logs:ListLogDeliveries",
                "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"], "*", sid="LogDeliveryHasNoResourceLevelPermissions"),
         XRAY_STATEMENT,
+        # Step Functions' X-Ray tracing reads the sampling rules as well as sending segments.
+        allow(["xray:GetSamplingRules", "xray:GetSamplingTargets"], "*", sid="XRaySamplingHasNoResourceLevelPermissions"),
     ])], "promotion workflow")
     resources["PromotionStateMachine"] = {
         "Type": "AWS::StepFunctions::StateMachine",
@@ -293,7 +320,8 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
             # Fn::Sub over the committed ASL (its ${...} placeholders are the only ${ in it): CloudFormation
             # and moto's stand-in both accept this form, unlike DefinitionSubstitutions.
             "DefinitionString": {"Fn::Sub": [json.dumps(json.loads(ASL_PATH.read_text()), separators=(",", ":")), {
-                "PlanFunctionArn": getatt("PlannerFunction", "Arn"), "SmokeTestFunctionArn": getatt("SmokeTestFunction", "Arn"), "TopicArn": ref("Topic")}]},
+                "Partition": ref("AWS::Partition"), "PlanFunctionArn": getatt("PlannerFunction", "Arn"),
+                "SmokeTestFunctionArn": getatt("SmokeTestFunction", "Arn"), "TopicArn": ref("Topic")}]},
             "LoggingConfiguration": {"Level": "ERROR", "IncludeExecutionData": False,
                                      "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": getatt("StateMachineLogs", "Arn")}}]},
             "TracingConfiguration": {"Enabled": True},

@@ -60,8 +60,7 @@ class LocalPromoter:
         package = self.sagemaker.describe_model_package(ModelPackageName=package_arn)
         event = approval_event(package)
         planner_env = self._function_env(PLANNER_FUNCTION)
-        plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.lambda_client, settings_from_env(planner_env),
-                              planner_env.get("API_FUNCTION_NAME_FORMAT", "clip-embedding-api-{model_id}"))
+        plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.session.client("dynamodb"), settings_from_env(planner_env))
         self.log(f"  plan: {plan['action']}: {plan['reason']}")
         self.control_plane.queue_lambda_result(plan)
         if plan["action"] == "promote":

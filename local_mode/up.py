@@ -219,6 +219,7 @@ def register_state_machine(session, stack_name: str, topic_arn: str) -> str:
     # fails on stacks holding resources it skipped, such as alarms).
     role_arn = next(r["Arn"] for r in session.client("iam").list_roles()["Roles"] if r["RoleName"].startswith(f"{stack_name}-StateMachineRole"))
     definition = substitute(ASL_PATH.read_text(), {
+        "Partition": "aws",
         "PlanFunctionArn": lambda_client.get_function(FunctionName=PLANNER_FUNCTION)["Configuration"]["FunctionArn"],
         "SmokeTestFunctionArn": lambda_client.get_function(FunctionName=SMOKE_TEST_FUNCTION)["Configuration"]["FunctionArn"],
         "TopicArn": topic_arn,

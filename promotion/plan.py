@@ -10,10 +10,8 @@ import re
 from dataclasses import dataclass, field
 
 from clip_api.model_config import ModelConfig
+from promotion.pointer import ServingPointer
 
-ENDPOINT_ENV = "SAGEMAKER_ENDPOINT_NAME"
-PACKAGE_ENV = "MODEL_PACKAGE_ARN"
-VERSION_ENV = "MODEL_PACKAGE_VERSION"
 METRICS_NAMESPACE = "ClipEmbeddingApi"
 _NAME_LIMIT = 63
 
@@ -31,26 +29,25 @@ class PackageInfo:
 
 @dataclass(frozen=True)
 class LiveState:
-    """What the model's API Lambda serves now (its environment) and the model's endpoints."""
+    """What serves the model now (its serving pointer) and the model's endpoints."""
 
-    function_name: str
-    environment: dict
+    pointer: ServingPointer
     endpoints: tuple[str, ...] = ()  # names of this model's existing endpoints, oldest first
 
     @property
     def endpoint(self) -> str | None:
-        return self.environment.get(ENDPOINT_ENV) or None
+        return self.pointer.endpoint_name or None
 
     @property
     def version(self) -> int | None:
-        value = self.environment.get(VERSION_ENV)
-        return int(value) if value and value.isdigit() else None
+        return self.pointer.version if self.pointer.endpoint_name else None
 
 
 @dataclass(frozen=True)
 class Settings:
     role_arn: str
     topic_arn: str
+    pointer_table: str = "clip-embedding-api-serving-pointer"
     poll_seconds: int = 30
     max_polls: int = 40  # 20 minutes: serverless endpoints can take over 10 minutes
     bake_seconds: int = 300
@@ -130,7 +127,7 @@ def endpoints_to_retire(existing: tuple[str, ...], new_endpoint: str, previous_e
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # "promote" | "skip"
+    action: str  # "promote" | "skip" (notified) | "ignore" (nothing to do and nothing to say: a repeat of an event already handled)
     reason: str
     model_id: str
     package_arn: str
@@ -145,21 +142,21 @@ class Plan:
 def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, settings: Settings) -> Plan:
     name = resource_name(config.model_id, package.version)
 
-    def skip(reason: str) -> Plan:
-        return Plan("skip", reason, config.model_id, package.arn, package.version, {"topic_arn": settings.topic_arn})
+    def skip(reason: str, action: str = "skip") -> Plan:
+        return Plan(action, reason, config.model_id, package.arn, package.version, {"topic_arn": settings.topic_arn})
 
     if package.group != config.registry.model_package_group:
         return skip(f"package group {package.group} is not {config.model_id}'s ({config.registry.model_package_group})")
+    # The workflow's own RecordLive/RecordRejected writes emit state-change events too: those end quietly.
     if live.endpoint == name:
-        return skip(f"version {package.version} is already serving on {name}")
+        return skip(f"version {package.version} is already serving on {name}", action="ignore")
     if name in live.endpoints:
-        return skip(f"a promotion of version {package.version} is already in progress ({name} exists)")
+        return skip(f"a promotion of version {package.version} is already in progress ({name} exists)", action="ignore")
     if package.approval_status != "Approved":
         return skip(f"package {package.arn} is {package.approval_status}, not Approved")
     if live.version is not None and package.version < live.version:
         return skip(f"version {package.version} is superseded: version {live.version} is already serving")
 
-    new_environment = {**live.environment, ENDPOINT_ENV: name, PACKAGE_ENV: package.arn, VERSION_ENV: str(package.version)}
     previous = live.endpoint
     smoke_uri = package.model_quality_uri.rsplit("/", 1)[0] + "/smoke_test.json" if package.model_quality_uri else None
     return Plan(
@@ -176,9 +173,12 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "model_data_url": package.model_data_url,
             "role_arn": settings.role_arn,
             "serverless_config": serverless_config(config),
-            "function_name": live.function_name,
-            "new_environment": new_environment,
-            "previous_environment": dict(live.environment),
+            "pointer_table": settings.pointer_table,
+            "new_pointer": ServingPointer(config.model_id, name, package.version, package.arn).to_item(),
+            "previous_pointer": live.pointer.to_item(),
+            # Compare-and-set: switch only if the pointer still names what this plan saw; restore only if it names ours.
+            "switch_condition_values": {":seen": {"S": live.pointer.endpoint_name}},
+            "restore_condition_values": {":ours": {"S": name}},
             "previous_endpoint": previous or "",
             "has_previous_endpoint": bool(previous),
             "alarms": alarm_specs(config, name, settings.topic_arn),

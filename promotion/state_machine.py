@@ -3,14 +3,20 @@
 Happy path: Plan -> CreateModel -> CreateEndpointConfig (serverless) -> CreateEndpoint (a new
 endpoint per version: blue/green, the previous one keeps serving) -> poll DescribeEndpoint in a
 bounded Wait/Choice loop -> SmokeTest (Lambda: real invocations vs reference embeddings) ->
-SwitchTraffic (the API Lambda's environment names the new endpoint: one atomic configuration
-update) -> PutAlarms -> Bake (wait, then any alarm in ALARM fails the promotion) ->
+SwitchTraffic (a conditional PutItem on the model's serving pointer: compare-and-set against the
+endpoint the plan saw) -> PutAlarms -> Bake (wait, then any alarm in ALARM fails the promotion) ->
 DeleteOldAlarms -> RetireEndpoints (beyond the number kept for rollback) -> RecordLive -> notify.
 Any failure: RestorePrevious (if traffic was switched) -> DeleteNewAlarms -> delete the new
 endpoint, config and model -> RecordRejected on the model package -> notify SNS with the reason.
+If the restore itself fails, nothing is deleted: both endpoints stay, and SNS says a person must act.
 
-Placeholders ${PlanFunctionArn}, ${SmokeTestFunctionArn} and ${TopicArn} are CloudFormation
-DefinitionSubstitutions (tests and local mode substitute them the same way).
+Error names are those Step Functions really raises: optimised SageMaker integrations surface
+unmodelled errors (throttling among them) as SageMaker.AmazonSageMakerException, aws-sdk ones as
+SageMaker.SageMakerException; Lambda tasks also fail with Lambda.AWSLambdaException and
+Lambda.SdkClientException.
+
+Placeholders ${Partition}, ${PlanFunctionArn}, ${SmokeTestFunctionArn} and ${TopicArn} are filled
+by the template's Fn::Sub (tests and local mode substitute them the same way).
 
 Regenerate the committed ASL with `python -m promotion.state_machine`.
 """
@@ -24,10 +30,18 @@ from stepfunctions.steps import Catch, Chain, Choice, ChoiceRule, Fail, Map, Pas
 from stepfunctions.steps.states import Graph
 
 ASL_PATH = Path(__file__).with_name("promotion.asl.json")
+PARTITION = "${Partition}"
 PLAN_FUNCTION = "${PlanFunctionArn}"
 SMOKE_FUNCTION = "${SmokeTestFunctionArn}"
 TOPIC = "${TopicArn}"
 ALL_ERRORS = ["States.ALL"]
+LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
+SAGEMAKER_OPTIMISED_TRANSIENT = ["SageMaker.AmazonSageMakerException"]
+SAGEMAKER_SDK_TRANSIENT = ["SageMaker.SageMakerException"]
+DYNAMODB_TRANSIENT = ["DynamoDB.ProvisionedThroughputExceededException", "DynamoDB.RequestLimitExceeded",
+                      "DynamoDB.InternalServerErrorException", "DynamoDB.AmazonDynamoDBException"]
+CLOUDWATCH_TRANSIENT = ["CloudWatch.CloudWatchException", "CloudWatch.LimitExceededException"]
+CONDITION_FAILED = ["DynamoDB.ConditionalCheckFailedException"]
 
 
 class SdkTask(Task):
@@ -40,7 +54,20 @@ class SdkTask(Task):
 
 
 def sdk(service: str, action: str) -> str:
-    return f"arn:aws:states:::aws-sdk:{service}:{action}"
+    return f"arn:{PARTITION}:states:::aws-sdk:{service}:{action}"
+
+
+def optimised(integration: str) -> str:
+    return f"arn:{PARTITION}:states:::{integration}"
+
+
+def _retry(state, errors: list[str], attempts: int = 4, interval_s: int = 2):
+    """Bounded, jittered exponential backoff for errors that a retry can cure."""
+    retry = Retry(error_equals=errors, interval_seconds=interval_s, max_attempts=attempts, backoff_rate=2.0)
+    retry.fields["jitter_strategy"] = "FULL"
+    retry.fields["max_delay_seconds"] = 60
+    state.add_retry(retry)
+    return state
 
 
 def _catch_to(state, next_step, errors=ALL_ERRORS):
@@ -58,7 +85,7 @@ def _failure(state_id: str, error: str, cause_path: str | None = None, cause: st
 def _publish(state_id: str, subject: str, message_format: str, *paths: str) -> Task:
     return Task(
         state_id,
-        resource="arn:aws:states:::sns:publish",
+        resource=optimised("sns:publish"),
         parameters={"TopicArn": TOPIC, "Subject": subject, "Message.$": f"States.Format('{message_format}', {', '.join(paths)})"},
         result_path=None,
     )
@@ -84,10 +111,12 @@ def build_definition() -> dict:
         },
         result_path=None,
     )
+    _retry(record_rejected, SAGEMAKER_SDK_TRANSIENT)
     _catch_to(record_rejected, notify_failure).next(notify_failure)
 
     def delete(state_id, action, key):
         task = SdkTask(state_id, resource=sdk("sagemaker", action), parameters={key + ".$": "$.plan.endpoint_name"}, result_path=None)
+        _retry(task, SAGEMAKER_SDK_TRANSIENT)
         task.add_catch(Catch(error_equals=ALL_ERRORS, next_step=None, result_path="$.cleanup_error"))
         return task
 
@@ -103,14 +132,27 @@ def build_definition() -> dict:
                                 parameters={"AlarmNames.$": "$.plan.alarm_names"}, result_path=None)
     delete_new_alarms.add_catch(Catch(error_equals=ALL_ERRORS, next_step=cleanup, result_path="$.cleanup_error"))
     delete_new_alarms.next(cleanup)
+    # A restore that fails leaves the pointer naming the new endpoint: deleting anything then would take
+    # the model down. Stop with both endpoints in place, and say that a person must act.
+    restore_failed = Fail("RestoreFailed", error="RestoreFailed", cause="the previous version could not be restored; both endpoints are kept")
+    notify_restore_failed = _publish(
+        "NotifyRestoreFailed", "clip-embedding-api promotion needs a person",
+        "{}: promotion of version {} failed ({}) and restoring the previous version failed too ({}: {}). Nothing was deleted: "
+        "{} still serves. Fix the cause and restore the serving pointer, or approve again.",
+        "$.plan.model_id", "$.plan.version", "$.error.Error", "$.restore_error.Error", "$.restore_error.Cause", "$.plan.endpoint_name",
+    )
+    notify_restore_failed.next(restore_failed)
     restore_previous = SdkTask(
         "RestorePrevious",
-        resource=sdk("lambda", "updateFunctionConfiguration"),
-        parameters={"FunctionName.$": "$.plan.function_name", "Environment": {"Variables.$": "$.plan.previous_environment"}},
+        resource=optimised("dynamodb:putItem"),
+        parameters={"TableName.$": "$.plan.pointer_table", "Item.$": "$.plan.previous_pointer",
+                    "ConditionExpression": "endpoint_name = :ours", "ExpressionAttributeValues.$": "$.plan.restore_condition_values"},
         result_path=None,
     )
-    restore_previous.add_retry(Retry(error_equals=ALL_ERRORS, interval_seconds=2, max_attempts=3, backoff_rate=2.0))
-    restore_previous.add_catch(Catch(error_equals=ALL_ERRORS, next_step=delete_new_alarms, result_path="$.restore_error"))
+    _retry(restore_previous, DYNAMODB_TRANSIENT, attempts=5)
+    # The pointer no longer names our endpoint (never switched, or moved on since): nothing to restore.
+    restore_previous.add_catch(Catch(error_equals=CONDITION_FAILED, next_step=delete_new_alarms, result_path="$.restore_error"))
+    restore_previous.add_catch(Catch(error_equals=ALL_ERRORS, next_step=notify_restore_failed, result_path="$.restore_error"))
     restore_previous.next(delete_new_alarms)
 
     # ---- happy path --------------------------------------------------------------------------
@@ -125,13 +167,17 @@ def build_definition() -> dict:
                     "CustomerMetadataProperties": {"promotion": "live", "endpoint_name.$": "$.plan.endpoint_name"}},
         result_path=None,
     )
+    _retry(record_live, SAGEMAKER_SDK_TRANSIENT)
     record_live.add_catch(Catch(error_equals=ALL_ERRORS, next_step=notify_success, result_path="$.record_error"))
     record_live.next(notify_success)
 
     retire_one = Chain([
-        SdkTask("RetireEndpoint", resource=sdk("sagemaker", "deleteEndpoint"), parameters={"EndpointName.$": "$.name"}, result_path=None),
-        SdkTask("RetireEndpointConfig", resource=sdk("sagemaker", "deleteEndpointConfig"), parameters={"EndpointConfigName.$": "$.name"}, result_path=None),
-        SdkTask("RetireModel", resource=sdk("sagemaker", "deleteModel"), parameters={"ModelName.$": "$.name"}, result_path=None),
+        _retry(SdkTask("RetireEndpoint", resource=sdk("sagemaker", "deleteEndpoint"), parameters={"EndpointName.$": "$.name"}, result_path=None),
+               SAGEMAKER_SDK_TRANSIENT),
+        _retry(SdkTask("RetireEndpointConfig", resource=sdk("sagemaker", "deleteEndpointConfig"), parameters={"EndpointConfigName.$": "$.name"},
+                       result_path=None), SAGEMAKER_SDK_TRANSIENT),
+        _retry(SdkTask("RetireModel", resource=sdk("sagemaker", "deleteModel"), parameters={"ModelName.$": "$.name"}, result_path=None),
+               SAGEMAKER_SDK_TRANSIENT),
     ])
     retire = Map("RetireEndpoints", items_path="$.plan.retire_endpoints", parameters={"name.$": "$$.Map.Item.Value"},
                  max_concurrency=1, iterator=retire_one, result_path=None)
@@ -162,6 +208,7 @@ def build_definition() -> dict:
         result_selector={"states.$": "$.MetricAlarms[*].StateValue"},
         result_path="$.bake",
     )
+    _retry(check_alarms, CLOUDWATCH_TRANSIENT)
     _catch_to(check_alarms, restore_previous).next(summarise)
     bake = Wait("Bake", seconds_path="$.plan.bake_seconds")
     bake.next(check_alarms)
@@ -173,15 +220,19 @@ def build_definition() -> dict:
             "AlarmName", "AlarmDescription", "Metrics", "EvaluationPeriods", "Threshold", "ComparisonOperator", "TreatMissingData", "AlarmActions")},
         result_path=None,
     )
+    _retry(put_alarm, CLOUDWATCH_TRANSIENT)
     put_alarms = Map("PutAlarms", items_path="$.plan.alarms", max_concurrency=2, iterator=put_alarm, result_path=None)
     _catch_to(put_alarms, restore_previous).next(bake)
 
     switch = SdkTask(
         "SwitchTraffic",
-        resource=sdk("lambda", "updateFunctionConfiguration"),
-        parameters={"FunctionName.$": "$.plan.function_name", "Environment": {"Variables.$": "$.plan.new_environment"}},
+        resource=optimised("dynamodb:putItem"),
+        parameters={"TableName.$": "$.plan.pointer_table", "Item.$": "$.plan.new_pointer",
+                    "ConditionExpression": "attribute_not_exists(model_id) OR endpoint_name = :seen",
+                    "ExpressionAttributeValues.$": "$.plan.switch_condition_values"},
         result_path=None,
     )
+    _retry(switch, DYNAMODB_TRANSIENT)
     _catch_to(switch, restore_previous).next(put_alarms)
 
     smoke_failed = _failure("SmokeTestFailed", "SmokeTestFailed", cause_path="$.smoke.reason")
@@ -191,7 +242,7 @@ def build_definition() -> dict:
     smoke_passed.default_choice(smoke_failed)
     smoke = SdkTask(
         "SmokeTest",
-        resource="arn:aws:states:::lambda:invoke",
+        resource=optimised("lambda:invoke"),
         parameters={
             "FunctionName": SMOKE_FUNCTION,
             "Payload": {
@@ -205,7 +256,7 @@ def build_definition() -> dict:
         result_selector={"passed.$": "$.Payload.passed", "reason.$": "$.Payload.reason"},
         result_path="$.smoke",
     )
-    smoke.add_retry(Retry(error_equals=["Lambda.ServiceException", "Lambda.TooManyRequestsException"], interval_seconds=2, max_attempts=3, backoff_rate=2.0))
+    _retry(smoke, LAMBDA_TRANSIENT, attempts=3)
     _catch_to(smoke, cleanup).next(smoke_passed)
 
     endpoint_failed = _failure("EndpointFailed", "EndpointFailed", cause="the new endpoint reached status Failed")
@@ -223,30 +274,32 @@ def build_definition() -> dict:
     describe = SdkTask("DescribeEndpoint", resource=sdk("sagemaker", "describeEndpoint"),
                        parameters={"EndpointName.$": "$.plan.endpoint_name"},
                        result_selector={"status.$": "$.EndpointStatus"}, result_path="$.endpoint")
-    describe.add_retry(Retry(error_equals=["SageMaker.ThrottlingException"], interval_seconds=5, max_attempts=3, backoff_rate=2.0))
+    _retry(describe, SAGEMAKER_SDK_TRANSIENT, attempts=5, interval_s=5)
     _catch_to(describe, cleanup).next(ready)
     wait.next(describe)
     start_polls = Pass("StartPolling", result={"count": 0}, result_path="$.polls")
     start_polls.next(wait)
 
-    create_endpoint = Task("CreateEndpoint", resource="arn:aws:states:::sagemaker:createEndpoint",
+    create_endpoint = Task("CreateEndpoint", resource=optimised("sagemaker:createEndpoint"),
                            parameters={"EndpointName.$": "$.plan.endpoint_name", "EndpointConfigName.$": "$.plan.endpoint_config_name"},
                            result_path=None)
+    _retry(create_endpoint, SAGEMAKER_OPTIMISED_TRANSIENT, interval_s=5)
     _catch_to(create_endpoint, cleanup).next(start_polls)
     create_config = Task(
         "CreateEndpointConfig",
         # EndpointConfigStep cannot express a serverless config: a plain Task with our own Parameters.
-        resource="arn:aws:states:::sagemaker:createEndpointConfig",
+        resource=optimised("sagemaker:createEndpointConfig"),
         parameters={
             "EndpointConfigName.$": "$.plan.endpoint_config_name",
             "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName.$": "$.plan.model_name", "ServerlessConfig.$": "$.plan.serverless_config"}],
         },
         result_path=None,
     )
+    _retry(create_config, SAGEMAKER_OPTIMISED_TRANSIENT, interval_s=5)
     _catch_to(create_config, cleanup).next(create_endpoint)
     create_model = Task(
         "CreateModel",
-        resource="arn:aws:states:::sagemaker:createModel",
+        resource=optimised("sagemaker:createModel"),
         parameters={
             "ModelName.$": "$.plan.model_name",
             "ExecutionRoleArn.$": "$.plan.role_arn",
@@ -254,6 +307,7 @@ def build_definition() -> dict:
         },
         result_path=None,
     )
+    _retry(create_model, SAGEMAKER_OPTIMISED_TRANSIENT, interval_s=5)
     # Nothing of this execution exists yet (a concurrent duplicate fails here): notify, clean nothing.
     _catch_to(create_model, notify_failure).next(create_config)
 
@@ -261,8 +315,10 @@ def build_definition() -> dict:
     notify_skipped = _publish("NotifySkipped", "clip-embedding-api promotion skipped", "{}: promotion of version {} skipped: {}",
                               "$.plan.model_id", "$.plan.version", "$.plan.reason")
     notify_skipped.next(skipped)
+    already_handled = Succeed("AlreadyHandled", comment="a repeat of an event already handled (our own RecordLive emits one): nothing to say")
     is_promotion = Choice("IsPromotion")
     is_promotion.add_choice(ChoiceRule.StringEquals("$.plan.action", "promote"), create_model)
+    is_promotion.add_choice(ChoiceRule.StringEquals("$.plan.action", "ignore"), already_handled)
     is_promotion.default_choice(notify_skipped)
 
     plan_failed = Fail("PlanFailed", error="PlanFailed", cause="the promotion could not be planned; see the SNS notification")
@@ -271,12 +327,12 @@ def build_definition() -> dict:
     notify_plan_failure.next(plan_failed)
     plan = SdkTask(
         "Plan",
-        resource="arn:aws:states:::lambda:invoke",
+        resource=optimised("lambda:invoke"),
         parameters={"FunctionName": PLAN_FUNCTION, "Payload.$": "$"},
         result_selector={"plan.$": "$.Payload"},
         result_path="$",
     )
-    plan.add_retry(Retry(error_equals=["Lambda.ServiceException", "Lambda.TooManyRequestsException"], interval_seconds=2, max_attempts=3, backoff_rate=2.0))
+    _retry(plan, LAMBDA_TRANSIENT, attempts=3)
     _catch_to(plan, notify_plan_failure).next(is_promotion)
 
     graph = Graph(plan, comment="clip-embedding-api: promote an approved model package to a serverless endpoint, or roll back",

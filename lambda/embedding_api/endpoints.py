@@ -1,74 +1,88 @@
 """Which SageMaker endpoint serves a model right now, and calling it within API Gateway's 29 s.
 
-The promotion workflow switches a model by updating its API function's SAGEMAKER_ENDPOINT_NAME.
-The function's own model is read from its environment; another model (for /v1/embeddings) is read
-from that model's function configuration, cached for a few seconds.
+The promotion workflow switches a model by writing its serving pointer (promotion/pointer.py, a
+DynamoDB item per model). Each function reads the pointers it needs and caches them for a few
+seconds: a switch reaches every warm function within that time, while the previous endpoint is
+still kept serving.
 """
 
 from __future__ import annotations
 
-import os
+import math
+import random
 import time
 from dataclasses import dataclass, field
 
 from botocore.config import Config
 
 from embedding_api.errors import ApiError, from_endpoint_error, is_retryable, not_configured
+from promotion.pointer import read_pointer
 
-ENDPOINT_ENV = "SAGEMAKER_ENDPOINT_NAME"
 API_GATEWAY_BUDGET_MS = 29_000
-SAFETY_MARGIN_MS = 1_500
+SAFETY_MARGIN_MS = 1_500  # time kept to answer after the last attempt
+MAX_READ_TIMEOUT_S = 25
+MIN_ATTEMPT_MS = 2_000  # no retry unless an attempt can still get at least this long
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.25, 4.0
 
 
-def runtime_config(read_timeout_s: float = 25.0) -> Config:
+def runtime_config(read_timeout_s: float = MAX_READ_TIMEOUT_S) -> Config:
     # Retries are ours (below), bounded by the time left; botocore's own would not know the budget.
-    return Config(connect_timeout=2, read_timeout=read_timeout_s, retries={"total_max_attempts": 1})
+    return Config(connect_timeout=min(2, read_timeout_s), read_timeout=read_timeout_s, retries={"total_max_attempts": 1})
+
+
+def attempt_timeout_s(left_ms: float) -> int:
+    """An attempt's read timeout: what is left of the budget, in whole seconds (a client per value), 1..25."""
+    return max(1, min(MAX_READ_TIMEOUT_S, math.floor(left_ms / 1000)))
+
+
+def backoff_s(attempt: int, rng=random.random) -> float:
+    """Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"): uniform in [0, min(cap, base * 2^attempt)]."""
+    return rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
 
 
 @dataclass
 class EndpointDirectory:
-    own_model_id: str
-    lambda_client: object = None
-    function_name_format: str = "clip-embedding-api-{model_id}"
+    dynamodb: object
+    table: str
     ttl_s: float = 5.0
     _cache: dict = field(default_factory=dict)
 
     def endpoint_for(self, model_id: str) -> str:
-        if model_id == self.own_model_id:
-            name = os.environ.get(ENDPOINT_ENV, "")
+        cached = self._cache.get(model_id)
+        now = time.monotonic()
+        if cached and now - cached[1] < self.ttl_s:
+            name = cached[0]
         else:
-            name = self._sibling_endpoint(model_id)
+            try:
+                name = read_pointer(self.dynamodb, self.table, model_id).endpoint_name
+            except Exception as error:  # noqa: BLE001 - any failure means the pointer cannot be read now
+                if cached and cached[0]:
+                    return cached[0]  # keep serving what served a moment ago rather than fail every request
+                raise ApiError(503, "model_unavailable", f"{model_id} is unavailable right now", retry_after_s=10) from error
+            self._cache[model_id] = (name, now)
         if not name:
             raise not_configured(model_id)
         return name
 
-    def _sibling_endpoint(self, model_id: str) -> str:
-        cached = self._cache.get(model_id)
-        if cached and time.monotonic() - cached[1] < self.ttl_s:
-            return cached[0]
-        function = self.function_name_format.format(model_id=model_id)
-        try:
-            variables = self.lambda_client.get_function_configuration(FunctionName=function).get("Environment", {}).get("Variables", {})
-        except Exception as error:  # noqa: BLE001 - any failure means the model cannot be served now
-            raise ApiError(503, "model_unavailable", f"{model_id} is unavailable right now", retry_after_s=10) from error
-        name = variables.get(ENDPOINT_ENV, "")
-        self._cache[model_id] = (name, time.monotonic())
-        return name
 
-
-def invoke_endpoint(runtime, endpoint: str, body: bytes, remaining_ms, sleep=time.sleep) -> tuple[bytes, str]:
+def invoke_endpoint(runtime_for, endpoint: str, body: bytes, remaining_ms, sleep=time.sleep, rng=random.random) -> tuple[bytes, str]:
     """Invoke with retries of what is safe to retry (throttling, not-ready: embeddings are pure
-    functions of the input), while enough of the 29 s budget is left. Returns (body, custom attributes)."""
-    delay_s = 0.25
+    functions of the input), while enough of the 29 s budget is left. Every attempt's read timeout
+    is what is left of the budget (`runtime_for(seconds)` gives a client with that read timeout), so
+    the last attempt ends, and we answer, before API Gateway gives up; backoff has full jitter, so
+    throttled callers do not retry in step. Returns (body, custom attributes)."""
+    attempt = 0
     while True:
+        runtime = runtime_for(attempt_timeout_s(remaining_ms() - SAFETY_MARGIN_MS))
         try:
             response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Accept="application/json", Body=body)
             return response["Body"].read(), response.get("CustomAttributes", "")
         except Exception as error:  # noqa: BLE001 - mapped to a public error below
+            delay_s = backoff_s(attempt, rng)
             left = remaining_ms() - SAFETY_MARGIN_MS
-            if is_retryable(error) and left > delay_s * 1000 + 2_000:
+            if is_retryable(error) and left > delay_s * 1000 + MIN_ATTEMPT_MS:
                 sleep(delay_s)
-                delay_s *= 2
+                attempt += 1
                 continue
             raise from_endpoint_error(error) from error
 

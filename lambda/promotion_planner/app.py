@@ -2,8 +2,8 @@
 
 Input: the EventBridge "SageMaker Model Package State Change" event. The package promoted is
 exactly the one the event names, never "the latest approved" found by listing.
-Environment: MODEL_EXECUTION_ROLE_ARN, TOPIC_ARN, API_FUNCTION_NAME_FORMAT (default
-"clip-embedding-api-{model_id}"), POLL_SECONDS, MAX_POLLS, BAKE_SECONDS, SMOKE_MIN_COSINE.
+Environment: MODEL_EXECUTION_ROLE_ARN, TOPIC_ARN, SERVING_POINTER_TABLE, POLL_SECONDS, MAX_POLLS,
+BAKE_SECONDS, SMOKE_MIN_COSINE.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from clip_api.model_config import ModelConfig, load_all_model_configs
 from promotion.plan import LiveState, PackageInfo, Settings, endpoint_prefix, plan_promotion
+from promotion.pointer import TABLE_ENV, read_pointer
 
 logger = Logger(service="clip-promotion-planner")
 
@@ -36,6 +37,7 @@ def settings_from_env(env=os.environ) -> Settings:
     return Settings(
         role_arn=env["MODEL_EXECUTION_ROLE_ARN"],
         topic_arn=env["TOPIC_ARN"],
+        pointer_table=env[TABLE_ENV],
         poll_seconds=int(env.get("POLL_SECONDS", "30")),
         max_polls=int(env.get("MAX_POLLS", "40")),
         bake_seconds=int(env.get("BAKE_SECONDS", "300")),
@@ -65,19 +67,19 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
     )
 
 
-def read_live_state(lambda_client, sagemaker, config: ModelConfig, function_name: str) -> LiveState:
-    environment = lambda_client.get_function_configuration(FunctionName=function_name).get("Environment", {}).get("Variables", {})
+def read_live_state(dynamodb, sagemaker, config: ModelConfig, table: str) -> LiveState:
+    pointer = read_pointer(dynamodb, table, config.model_id, consistent=True)
     endpoints = []
     for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=endpoint_prefix(config.model_id)):
         endpoints += page["Endpoints"]
     names = tuple(e["EndpointName"] for e in sorted(endpoints, key=lambda e: e["CreationTime"]) if e["EndpointName"].startswith(endpoint_prefix(config.model_id)))
-    return LiveState(function_name=function_name, environment=environment, endpoints=names)
+    return LiveState(pointer=pointer, endpoints=names)
 
 
-def plan_for_event(event: ApprovalEvent, sagemaker, lambda_client, settings: Settings, function_name_format: str) -> dict:
+def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings) -> dict:
     package = read_package(sagemaker, event.detail.ModelPackageArn)
     config = config_for_group(package.group)
-    live = read_live_state(lambda_client, sagemaker, config, function_name_format.format(model_id=config.model_id))
+    live = read_live_state(dynamodb, sagemaker, config, settings.pointer_table)
     plan = plan_promotion(config, package, live, settings).to_dict()
     logger.info("promotion planned", extra={"action": plan["action"], "reason": plan["reason"], "package_arn": package.arn})
     return plan
@@ -86,5 +88,4 @@ def plan_for_event(event: ApprovalEvent, sagemaker, lambda_client, settings: Set
 @logger.inject_lambda_context
 @event_parser(model=ApprovalEvent)
 def handler(event: ApprovalEvent, context: LambdaContext) -> dict:
-    return plan_for_event(event, boto3.client("sagemaker"), boto3.client("lambda"), settings_from_env(),
-                          os.environ.get("API_FUNCTION_NAME_FORMAT", "clip-embedding-api-{model_id}"))
+    return plan_for_event(event, boto3.client("sagemaker"), boto3.client("dynamodb"), settings_from_env())

@@ -12,6 +12,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+POINTER_TABLE = "clip-embedding-api-serving-pointer"
 EVENT = json.loads((Path(__file__).parent.parent / "events" / "api_gateway_rest_post.json").read_text())
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ClipEmbeddingApi")
@@ -48,18 +49,32 @@ def endpoint_body(payload) -> StreamingBody:
 
 @pytest.fixture
 def api(monkeypatch, aws_env):
-    """The handler with its SageMaker runtime and Lambda clients under botocore Stubbers."""
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "clip-clip-vit-b-32-v3")
-    from embedding_api import app as module
+    """The handler with its SageMaker runtime under a botocore Stubber and its serving pointers in moto's DynamoDB.
 
-    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
-    lambda_client = boto3.client("lambda", region_name="us-east-1")
-    monkeypatch.setattr(module.Clients, "runtime", runtime)
-    monkeypatch.setattr(module.Clients, "lambda_client", lambda_client)
-    monkeypatch.setattr(module.Clients, "directory", None)
-    with Stubber(runtime) as runtime_stub, Stubber(lambda_client) as lambda_stub:
-        yield module, runtime_stub, lambda_stub
-        runtime_stub.assert_no_pending_responses()
+    Yields (module, runtime stub, set_pointer): set_pointer(model_id, endpoint) is what a promotion writes.
+    """
+    from moto import mock_aws
+
+    from embedding_api import app as module
+    from promotion.pointer import KEY, ServingPointer
+
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(TableName=POINTER_TABLE, BillingMode="PAY_PER_REQUEST", AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
+                              KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}])
+
+        def set_pointer(model_id: str, endpoint: str, version: int = 3) -> None:
+            dynamodb.put_item(TableName=POINTER_TABLE, Item=ServingPointer(model_id, endpoint, version, f"arn:{model_id}/{version}").to_item())
+
+        set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v3")
+        monkeypatch.setenv("SERVING_POINTER_TABLE", POINTER_TABLE)
+        runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+        monkeypatch.setattr(module.Clients, "runtime", runtime)
+        monkeypatch.setattr(module.Clients, "dynamodb", dynamodb)
+        monkeypatch.setattr(module.Clients, "directory", None)
+        with Stubber(runtime) as runtime_stub:
+            yield module, runtime_stub, set_pointer
+            runtime_stub.assert_no_pending_responses()
 
 
 def call(module, event: dict, context: FakeContext | None = None) -> tuple[int, dict, object]:

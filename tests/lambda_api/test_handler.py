@@ -25,14 +25,16 @@ def expect_invoke(stub, endpoint: str, body: dict, answer=VECTOR, attributes: st
 
 
 def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b32_config):
-    """The endpoint called is the one the promotion workflow wrote into this function's environment."""
+    """The endpoint called is the one the promotion workflow's pointer item names."""
     from promotion.plan import LiveState, PackageInfo, Settings, plan_promotion
+    from promotion.pointer import ServingPointer
 
-    module, runtime, _ = api
+    module, runtime, set_pointer = api
     package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved", "img", "s3://b/m.tar.gz")
-    plan = plan_promotion(b32_config, package, LiveState("fn", {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-vit-b-32-v3"}), Settings("r", "t")).to_dict()
-    for key, value in plan["new_environment"].items():
-        monkeypatch.setenv(key, value)
+    live = LiveState(ServingPointer("clip-vit-b-32", "clip-clip-vit-b-32-v3", 3))
+    plan = plan_promotion(b32_config, package, live, Settings("r", "t")).to_dict()
+    written = ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"])
+    set_pointer(written.model_id, written.endpoint_name, written.version)
     expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a photo of a dog"})
     status, headers, body = call(module, api_event(body={"text": "a photo of a dog"}))
     assert status == 200 and body == VECTOR
@@ -133,22 +135,48 @@ def test_timeout_is_a_504(api, monkeypatch):
     assert status == 504 and body["error"]["code"] == "timeout" and headers["retry-after"]
 
 
-def test_no_serving_version_yet_is_a_503(api, monkeypatch):
-    module, _, _ = api
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "")
+def test_no_serving_version_yet_is_a_503(api):
+    module, _, set_pointer = api
+    set_pointer("clip-vit-b-32", "")  # what a first promotion that rolled back leaves
     status, _, body = call(module, api_event(body={"text": "a dog"}))
+    assert status == 503 and body["error"]["code"] == "model_unavailable"
+    status, _, body = call(module, api_event("/l14", {"text": "a dog"}))  # no pointer item at all
+    assert status == 503 and body["error"]["code"] == "model_unavailable"
+
+
+def test_a_switch_reaches_the_function_after_the_cache_ttl(api, monkeypatch):
+    module, runtime, set_pointer = api
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v4", version=4)
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)  # cached: the previous endpoint still serves
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    monkeypatch.setattr(module.Clients.endpoints(), "ttl_s", 0.0)
+    expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a dog"}, answer=VECTOR)
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+
+
+def test_an_unreadable_pointer_table_keeps_the_last_endpoint_or_answers_503(api, monkeypatch):
+    module, runtime, _ = api
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    directory = module.Clients.endpoints()
+    monkeypatch.setattr(directory, "ttl_s", 0.0)
+    monkeypatch.setattr(directory, "table", "no-such-table")
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 200  # stale but serving
+    status, _, body = call(module, api_event("/l14", {"text": "a dog"}))  # never read: nothing to fall back on
     assert status == 503 and body["error"]["code"] == "model_unavailable"
 
 
 def test_openai_style_texts_and_images(api):
-    module, runtime, lambda_stub = api
+    module, runtime, set_pointer = api
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a dog", "a cat"]}, answer=[VECTOR, VECTOR], compact=True)
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "clip-vit-b-32", "input": ["a dog", "a cat"]}))
     assert status == 200 and body["object"] == "list" and body["model"] == "clip-vit-b-32"
     assert [item["index"] for item in body["data"]] == [0, 1] and body["data"][0]["embedding"] == VECTOR
-    # another model: its endpoint comes from that model's function configuration
-    lambda_stub.add_response("get_function_configuration", {"Environment": {"Variables": {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-vit-l-14-v2"}}},
-                             {"FunctionName": "clip-embedding-api-clip-vit-l-14"})
+    # another model: its endpoint comes from that model's serving pointer
+    set_pointer("clip-vit-l-14", "clip-clip-vit-l-14-v2", version=2)
     expect_invoke(runtime, "clip-clip-vit-l-14-v2", {"images": [PNG]}, answer=[VECTOR], compact=True)
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "l14", "input": {"image": PNG}}))
     assert status == 200 and body["model"] == "clip-vit-l-14" and len(body["data"]) == 1

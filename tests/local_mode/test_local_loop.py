@@ -17,6 +17,8 @@ import boto3
 import numpy as np
 import pytest
 
+from infra.templates import POINTER_TABLE
+from promotion.pointer import read_pointer
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -127,8 +129,8 @@ def test_second_approval_switches_without_failed_requests(local_mode):
     assert len(results) > 20 and statuses.count(200) == len(statuses), f"failed requests during the switch: {[s for s in statuses if s != 200]}"
     versions = [version for _, version in results]
     assert versions[0] == first_version and versions[-1] != first_version
-    environment = local_mode.control_plane("lambda").get_function_configuration(FunctionName="clip-embedding-api-clip-tiny")["Environment"]["Variables"]
-    assert environment["SAGEMAKER_ENDPOINT_NAME"] == "clip-clip-tiny-v2"
+    pointer = read_pointer(local_mode.control_plane("dynamodb"), POINTER_TABLE, "clip-tiny", consistent=True)
+    assert pointer.endpoint_name == "clip-clip-tiny-v2" and pointer.version == 2
 
 
 def test_failed_promotion_reports_why_and_the_old_version_keeps_serving(local_mode):

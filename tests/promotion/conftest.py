@@ -19,6 +19,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from infra.templates import POINTER_TABLE
+from promotion.pointer import KEY, ServingPointer, read_pointer
 from promotion.state_machine import ASL_PATH, substitute
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -50,6 +52,7 @@ class PromotionWorld:
     queue_url: str
     role_arn: str
     topic_arn: str
+    dynamodb: object
 
     def register_version(self, approve: bool = True) -> str:
         arn = self.sagemaker.create_model_package(
@@ -78,18 +81,22 @@ class PromotionWorld:
     def plan(self, event: dict) -> dict:
         from promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
 
-        env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "POLL_SECONDS": "0", "MAX_POLLS": "3",
+        env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "SERVING_POINTER_TABLE": POINTER_TABLE, "POLL_SECONDS": "0", "MAX_POLLS": "3",
                "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
-        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.lambda_client, settings_from_env(env),
-                              "clip-embedding-api-{model_id}")
+        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env))
 
-    def promote(self, package_arn: str, smoke: dict | None = None, during=None, timeout_s: float = 120) -> dict:
-        """Plan with the real planner, queue its result (and the smoke test's), run the workflow to the end."""
+    def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120) -> dict:
+        """Plan with the real planner, queue its result (and the smoke test's), run the workflow to the end.
+
+        `after_plan` runs between planning and the execution (what another actor changes meanwhile);
+        `during` runs on every poll of the running execution."""
         event = self.event_for(package_arn)
         plan = self.plan(event)
         queue_lambda_result(plan)
         if plan["action"] == "promote":
             queue_lambda_result(smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
+        if after_plan is not None:
+            after_plan()
         execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=f"promote-{uuid.uuid4().hex[:12]}", input=json.dumps(event))
         deadline = time.monotonic() + timeout_s
         while True:
@@ -107,8 +114,14 @@ class PromotionWorld:
         events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
         return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
 
+    def pointer(self) -> ServingPointer:
+        return read_pointer(self.dynamodb, POINTER_TABLE, "clip-tiny", consistent=True)
+
+    def set_pointer(self, pointer: ServingPointer) -> None:
+        self.dynamodb.put_item(TableName=POINTER_TABLE, Item=pointer.to_item())
+
     def serving_endpoint(self) -> str:
-        return self.lambda_client.get_function_configuration(FunctionName=API_FUNCTION)["Environment"]["Variables"].get("SAGEMAKER_ENDPOINT_NAME", "")
+        return self.pointer().endpoint_name
 
     def endpoints(self) -> set[str]:
         return {e["EndpointName"] for e in self.sagemaker.list_endpoints()["Endpoints"]}
@@ -138,7 +151,7 @@ def world(aws_env, monkeypatch):
         role_arn = iam.create_role(RoleName="clip-test-role", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
         lambda_client = boto3.client("lambda", region_name=REGION)
         arns = {}
-        for name, env in ((API_FUNCTION, {"MODEL_ID": "clip-tiny", "SAGEMAKER_ENDPOINT_NAME": ""}), ("clip-promotion-planner", {}), ("clip-smoke-test", {})):
+        for name, env in ((API_FUNCTION, {"MODEL_ID": "clip-tiny", "SERVING_POINTER_TABLE": POINTER_TABLE}), ("clip-promotion-planner", {}), ("clip-smoke-test", {})):
             arns[name] = lambda_client.create_function(FunctionName=name, Runtime="python3.12", Role=role_arn, Handler="app.handler",
                                                        Code={"ZipFile": _zip()}, Environment={"Variables": env})["FunctionArn"]
         sns, sqs = boto3.client("sns", region_name=REGION), boto3.client("sqs", region_name=REGION)
@@ -149,6 +162,9 @@ def world(aws_env, monkeypatch):
         sagemaker = boto3.client("sagemaker", region_name=REGION)
         sagemaker.create_model_package_group(ModelPackageGroupName="clip-tiny")
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        definition = substitute(ASL_PATH.read_text(), {"PlanFunctionArn": arns["clip-promotion-planner"], "SmokeTestFunctionArn": arns["clip-smoke-test"], "TopicArn": topic_arn})
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(TableName=POINTER_TABLE, BillingMode="PAY_PER_REQUEST", AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
+                              KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}])
+        definition = substitute(ASL_PATH.read_text(), {"Partition": "aws", "PlanFunctionArn": arns["clip-promotion-planner"], "SmokeTestFunctionArn": arns["clip-smoke-test"], "TopicArn": topic_arn})
         machine = sfn.create_state_machine(name="clip-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
-        yield PromotionWorld(sfn, sagemaker, lambda_client, boto3.client("cloudwatch", region_name=REGION), sqs, machine, queue_url, role_arn, topic_arn)
+        yield PromotionWorld(sfn, sagemaker, lambda_client, boto3.client("cloudwatch", region_name=REGION), sqs, machine, queue_url, role_arn, topic_arn, dynamodb)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from promotion.plan import (
-    ENDPOINT_ENV,
     LiveState,
     PackageInfo,
     Settings,
@@ -15,6 +14,7 @@ from promotion.plan import (
     resource_name,
     serverless_config,
 )
+from promotion.pointer import ServingPointer
 
 SETTINGS = Settings(role_arn="arn:aws:iam::1:role/sm", topic_arn="arn:aws:sns:us-east-1:1:t", poll_seconds=30, max_polls=40, bake_seconds=300)
 
@@ -26,10 +26,8 @@ def package(version=2, status="Approved", group="clip-vit-b-32"):
 
 
 def live(endpoint="", version=None, endpoints=()):
-    env = {"MODEL_ID": "clip-vit-b-32", ENDPOINT_ENV: endpoint}
-    if version is not None:
-        env["MODEL_PACKAGE_VERSION"] = str(version)
-    return LiveState("clip-embedding-api-clip-vit-b-32", env, tuple(endpoints))
+    pointer = ServingPointer("clip-vit-b-32", endpoint, version or 0, f"arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/{version}" if version else "")
+    return LiveState(pointer, tuple(endpoints))
 
 
 def test_names_are_per_version_and_within_sagemaker_limits():
@@ -46,9 +44,10 @@ def test_first_deployment_plan(b32_config):
     plan = plan_promotion(b32_config, package(1), live(), SETTINGS).to_dict()
     assert plan["action"] == "promote" and "first deployment" in plan["reason"]
     assert plan["endpoint_name"] == plan["model_name"] == plan["endpoint_config_name"] == "clip-clip-vit-b-32-v1"
-    assert plan["new_environment"][ENDPOINT_ENV] == "clip-clip-vit-b-32-v1"
-    assert plan["new_environment"]["MODEL_ID"] == "clip-vit-b-32"  # the rest of the function's environment is kept
-    assert plan["previous_environment"][ENDPOINT_ENV] == ""
+    assert ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"]) == ServingPointer(
+        "clip-vit-b-32", "clip-clip-vit-b-32-v1", 1, "arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/1")
+    assert plan["previous_pointer"]["endpoint_name"] == {"S": ""}  # a rollback leaves nothing serving, as before
+    assert plan["switch_condition_values"] == {":seen": {"S": ""}} and plan["restore_condition_values"] == {":ours": {"S": "clip-clip-vit-b-32-v1"}}
     assert plan["old_alarm_names"] == [] and plan["has_previous_endpoint"] is False and plan["retire_endpoints"] == []
     assert plan["smoke_test_uri"] == "s3://b/run/evaluation/smoke_test.json"
     assert len(plan["alarms"]) == 5 and plan["alarm_names"] == [a["AlarmName"] for a in plan["alarms"]]
@@ -58,15 +57,14 @@ def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
     current = "clip-clip-vit-b-32-v1"
     plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS).to_dict()
     assert plan["action"] == "promote" and plan["previous_endpoint"] == current
-    assert plan["previous_environment"][ENDPOINT_ENV] == current
+    assert ServingPointer.from_item("clip-vit-b-32", plan["previous_pointer"]).endpoint_name == current
+    assert plan["switch_condition_values"] == {":seen": {"S": current}}  # compare-and-set against what the plan saw
     assert plan["old_alarm_names"][0].startswith(current)
 
 
 @pytest.mark.parametrize(
     "pkg, state, reason",
     [
-        (package(2), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "already serving"),
-        (package(3), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2", "clip-clip-vit-b-32-v3"]), "already in progress"),
         (package(1), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "superseded"),
         (package(3, status="Rejected"), live(), "not Approved"),
         (package(3, group="someone-else"), live(), "is not clip-vit-b-32's"),
@@ -75,6 +73,19 @@ def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
 def test_skips(b32_config, pkg, state, reason):
     plan = plan_promotion(b32_config, pkg, state, SETTINGS)
     assert plan.action == "skip" and reason in plan.reason
+
+
+@pytest.mark.parametrize(
+    "pkg, state, reason",
+    [
+        (package(2), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "already serving"),
+        (package(3), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2", "clip-clip-vit-b-32-v3"]), "already in progress"),
+    ],
+)
+def test_repeats_of_handled_events_are_ignored_quietly(b32_config, pkg, state, reason):
+    """RecordLive's own UpdateModelPackage emits another approval event: it must not mail anyone."""
+    plan = plan_promotion(b32_config, pkg, state, SETTINGS)
+    assert plan.action == "ignore" and reason in plan.reason
 
 
 @pytest.mark.parametrize(

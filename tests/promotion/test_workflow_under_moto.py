@@ -20,8 +20,10 @@ def test_first_deployment(world):
     assert world.alarms() == alarm_set(V(1))
     described = world.sagemaker.describe_model_package(ModelPackageName=package)
     assert described["CustomerMetadataProperties"]["promotion"] == "live"
+    pointer = world.pointer()
+    assert pointer.package_arn == package and pointer.version == 1
     env = world.lambda_client.get_function_configuration(FunctionName="clip-embedding-api-clip-tiny")["Environment"]["Variables"]
-    assert env["MODEL_PACKAGE_ARN"] == package and env["MODEL_ID"] == "clip-tiny"  # other variables are kept
+    assert env == {"MODEL_ID": "clip-tiny", "SERVING_POINTER_TABLE": "clip-embedding-api-serving-pointer"}  # the workflow never writes it
     notes = world.notifications()
     assert [n["subject"] for n in notes] == ["clip-embedding-api promotion succeeded"]
     assert "first deployment" in notes[0]["message"]
@@ -121,14 +123,16 @@ def test_alarm_during_bake_restores_the_previous_endpoint(world):
     assert world.alarms() == alarm_set(V(1))  # the new alarms are gone, the old endpoint's stay
 
 
-def test_duplicate_event_promotes_once(world):
+def test_duplicate_event_promotes_once_and_quietly(world):
+    """A repeat of a handled event (RecordLive's own UpdateModelPackage emits one) mails nobody."""
     package = world.register_version()
     assert world.promote(package)["status"] == "SUCCEEDED"
+    assert [n["subject"] for n in world.notifications()] == ["clip-embedding-api promotion succeeded"]
     again = world.promote(package)
-    assert again["status"] == "SUCCEEDED" and again["history"][-1] == "Skipped"
+    assert again["status"] == "SUCCEEDED" and again["history"][-1] == "AlreadyHandled"
     assert "already serving" in again["plan"]["reason"]
-    assert world.endpoints() == {V(1)}
-    assert world.notifications()[-1]["subject"] == "clip-embedding-api promotion skipped"
+    assert world.endpoints() == {V(1)} and world.serving_endpoint() == V(1)
+    assert world.notifications() == []
 
 
 def test_an_older_approval_is_superseded_not_interleaved(world):
@@ -144,3 +148,41 @@ def test_unapproved_package_is_not_promoted(world):
     result = world.promote(package)
     assert result["history"][-1] == "Skipped" and "not Approved" in result["plan"]["reason"]
     assert world.endpoints() == set()
+
+
+def test_the_switch_is_a_compare_and_set_on_what_the_plan_saw(world):
+    """Another actor moved the pointer after this promotion was planned: it must neither switch nor restore over it."""
+    from promotion.pointer import ServingPointer
+
+    first = world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    world.notifications()
+    second = world.register_version()
+    elsewhere = ServingPointer("clip-tiny", V(9), 9, "arn:elsewhere")
+    result = world.promote(second, after_plan=lambda: world.set_pointer(elsewhere))
+    assert result["status"] == "FAILED" and "SwitchTraffic" in result["history"] and "RestorePrevious" in result["history"]
+    assert world.pointer() == elsewhere  # untouched by the switch and by the rollback
+    assert world.endpoints() == {V(1)}  # our new endpoint is cleaned up: nothing names it
+    assert world.notifications()[-1]["subject"] == "clip-embedding-api promotion rolled back"
+
+
+def test_a_failed_restore_deletes_nothing_and_asks_for_a_person(world):
+    first = world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    world.notifications()
+    second = world.register_version()
+    broken = []
+
+    def fire_and_break_the_pointer_table():
+        if not broken and f"{V(2)}-invocation-5xx" in world.alarms():
+            world.cloudwatch.set_alarm_state(AlarmName=f"{V(2)}-invocation-5xx", StateValue="ALARM", StateReason="test: 5xx errors")
+            world.dynamodb.delete_table(TableName="clip-embedding-api-serving-pointer")  # the restore's PutItem now fails
+            broken.append(True)
+
+    result = world.promote(second, during=fire_and_break_the_pointer_table)
+    assert broken and result["status"] == "FAILED" and result["error"] == "RestoreFailed"
+    assert "DeleteNewEndpoint" not in result["history"] and "RetireEndpoints" not in result["history"]
+    assert world.endpoints() == {V(1), V(2)}  # both kept: the pointer may still name the new one
+    notes = world.notifications()
+    assert [n["subject"] for n in notes] == ["clip-embedding-api promotion needs a person"]
+    assert V(2) in notes[0]["message"] and "Nothing was deleted" in notes[0]["message"]
