@@ -1,8 +1,8 @@
 """The public API handler: one code for every model, one function per model (configured by environment).
 
-Environment: MODEL_ID (this function's model), SAGEMAKER_ENDPOINT_NAME (set by the promotion
-workflow), SERVED_MODELS (model ids whose routes this function answers; default all non-demo
-configs), API_FUNCTION_NAME_FORMAT, CORS_ALLOW_ORIGIN (unset: no CORS headers).
+Environment: MODEL_ID (this function's model), SERVING_POINTER_TABLE (the DynamoDB table the
+promotion workflow writes: which endpoint serves each model), SERVED_MODELS (model ids whose routes
+this function answers; default all non-demo configs), CORS_ALLOW_ORIGIN (unset: no CORS headers).
 
 Routes: POST /<route> per model (the serving contract: text, texts, image, images) and the
 OpenAI-style POST /v1/embeddings.
@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
+import traceback
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -25,16 +27,20 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from clip_api.model_config import ModelConfig, load_all_model_configs, load_model_config
 from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, parse_attributes, runtime_config
 from embedding_api.errors import ApiError
+from embedding_api.image_header import ACCEPTED_FORMATS, read_header
 from embedding_api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 from inference_code.contract import RequestLimits, check_text, decode_image
 from inference_code.errors import RequestError
+from promotion.pointer import TABLE_ENV
 
 NAMESPACE = "ClipEmbeddingApi"
-logger = Logger(service="clip-embedding-api")
-metrics = Metrics(namespace=NAMESPACE, service="clip-embedding-api")
-tracer = Tracer(service="clip-embedding-api")
+SERVICE = "clip-embedding-api"
+MAX_JSON_DEPTH = 32  # a request nests 3 levels ({"input": [{"image": ...}]}); deeper is refused before parsing
+MAX_INT_DIGITS = 4_300  # Python's int() limit: longer integers are kept as a marker (no field of this API is a number)
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
 _cors_origin = os.environ.get("CORS_ALLOW_ORIGIN")
-app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin=_cors_origin, max_age=600) if _cors_origin else None)
 
 OWN_MODEL_ID = os.environ.get("MODEL_ID", "clip-vit-b-32")
 _served = os.environ.get("SERVED_MODELS")
@@ -44,27 +50,84 @@ SERVED: dict[str, ModelConfig] = (
     else {c.model_id: c for c in load_all_model_configs() if not c.demo_only}
 )
 BY_NAME = {**{c.route: c for c in SERVED.values()}, **SERVED}
+MAX_REQUEST_BYTES = max((c.serving.limits.max_request_bytes for c in SERVED.values()), default=4_000_000)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+class HugeNumber:
+    """An integer literal past Python's conversion limit: valid JSON, but never a valid value here."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<a {self.digits}-digit number>"
+
+
+def _parse_int(literal: str):
+    return int(literal) if len(literal) <= MAX_INT_DIGITS else HugeNumber(len(literal))
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON nests deeper than `limit`, in linear time and without recursion: strings are
+    removed, then innermost []/{} pairs, one level per pass."""
+    skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(limit):
+        shorter = skeleton.replace("[]", "").replace("{}", "")
+        if not shorter or len(shorter) == len(skeleton):
+            return False  # flat enough, or unbalanced (json.loads says what is wrong)
+        skeleton = shorter
+    return True
+
+
+def too_deep() -> ApiError:
+    return ApiError(400, "invalid_request", f"the JSON nests more than {MAX_JSON_DEPTH} levels deep; a request is an object "
+                    "whose values are strings or lists of strings (or, for /v1/embeddings, {\"image\": ...} objects)")
+
+
+def parse_request_json(text: str):
+    """The request body's JSON, parsed with bounded work: every way a client can make Python's json
+    fail (size, nesting, integer digits) is a 4xx with a stable code; malformed JSON stays a
+    JSONDecodeError, which the validation layer reports as `malformed_json`."""
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_REQUEST_BYTES:
+        raise ApiError(413, "request_too_large", f"the request body is {size} bytes; the serverless payload limit is 4 MB "
+                       f"(at most {MAX_REQUEST_BYTES} bytes here): send images of at most about 3 MB, or fewer per batch")
+    if json_nesting_exceeds(text):
+        raise too_deep()
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:  # unbalanced and deep: json.loads recursed before it saw the end
+        raise too_deep() from None
+
+
+app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin=_cors_origin, max_age=600) if _cors_origin else None,
+                             json_body_deserializer=parse_request_json)
 
 
 class Clients:
     """AWS clients, created on first use (tests swap them)."""
 
     runtime = None
-    lambda_client = None
+    dynamodb = None
     directory = None
 
     @classmethod
     def endpoints(cls) -> EndpointDirectory:
         if cls.directory is None:
-            cls.directory = EndpointDirectory(OWN_MODEL_ID, cls.lambda_client or boto3.client("lambda"),
-                                              os.environ.get("API_FUNCTION_NAME_FORMAT", "clip-embedding-api-{model_id}"))
+            cls.directory = EndpointDirectory(cls.dynamodb or boto3.client("dynamodb"), os.environ.get(TABLE_ENV, "clip-embedding-api-serving-pointer"))
         return cls.directory
 
+    runtimes: dict = {}  # read timeout (whole seconds) -> client: botocore fixes a client's timeout when it is made
+
     @classmethod
-    def sagemaker_runtime(cls):
-        if cls.runtime is None:
-            cls.runtime = boto3.client("sagemaker-runtime", config=runtime_config())
-        return cls.runtime
+    def sagemaker_runtime(cls, read_timeout_s: int = 25):
+        if cls.runtime is not None:  # a test's stubbed client
+            return cls.runtime
+        if read_timeout_s not in cls.runtimes:
+            cls.runtimes[read_timeout_s] = boto3.client("sagemaker-runtime", config=runtime_config(read_timeout_s))
+        return cls.runtimes[read_timeout_s]
 
 
 ERROR_RESPONSES = {
@@ -77,16 +140,29 @@ ERROR_RESPONSES = {
 
 
 def error_response(error: ApiError) -> Response:
+    # service is explicit: single_metric would otherwise take POWERTOOLS_SERVICE_NAME (the function's name) or none.
     with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
-                       default_dimensions={"model": _current_model(), "kind": error.code}) as metric:
+                       default_dimensions={"model": _current_model(), "kind": error.code, "service": SERVICE}) as metric:
         metric.add_metadata("status", error.status)
     if error.status == 429:
         metrics.add_metric(name="Throttles", unit=MetricUnit.Count, value=1)
     return Response(status_code=error.status, content_type="application/json", body=json.dumps(error.body()), headers=error.headers())
 
 
+class _Request:
+    """What the handler needs after app.resolve(), which clears the resolver's context."""
+
+    model_id: str | None = None
+    started: float = 0.0
+
+
+def _set_model(model_id: str) -> None:
+    _Request.model_id = model_id
+    app.append_context(model_id=model_id)
+
+
 def _current_model() -> str:
-    return app.context.get("model_id", OWN_MODEL_ID)
+    return _Request.model_id or OWN_MODEL_ID
 
 
 @app.exception_handler(ApiError)
@@ -128,8 +204,33 @@ def _check_transport(limits: RequestLimits) -> None:
                        f"(at most {limits.max_request_bytes} bytes here): send images of at most about 3 MB, or fewer per batch")
 
 
-def _check_items(request: EmbeddingRequest, limits: RequestLimits) -> int:
-    """The serving contract's own checks (sizes, emptiness, base64), so codes match the endpoint's."""
+def check_image(data: bytes, where: str, config: ModelConfig) -> None:
+    """What the endpoint would reject from the image's header alone, with its codes and messages
+    (inference_code.preprocess.ImagePreprocessor.decode): no pixel is decoded here."""
+    limits = config.serving.limits
+    if not data:
+        raise ApiError(400, "empty_image", f"'{where}': the image is empty")
+    if len(data) > limits.max_image_bytes:
+        raise ApiError(413, "image_too_large", f"'{where}': the image is {len(data)} bytes; at most {limits.max_image_bytes} bytes are accepted")
+    header = read_header(data)
+    if header.format is None:
+        raise ApiError(400, "not_an_image", f"'{where}': the bytes are not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})")
+    if header.size is None:
+        return  # an unusual header: the endpoint decides
+    width, height = header.size
+    if width < 1 or height < 1:  # Pillow's ImageFile refuses to identify it
+        raise ApiError(400, "not_an_image", f"'{where}': the image has no pixels")
+    if width * height > limits.max_image_pixels:
+        raise ApiError(413, "image_too_many_pixels",
+                       f"'{where}': the image is {width}x{height} pixels; at most {limits.max_image_pixels} pixels are accepted")
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise ApiError(400, "image_aspect_ratio",
+                       f"'{where}': the image is {width}x{height}; the aspect ratio may be at most {limits.max_aspect_ratio:g}:1")
+
+
+def _check_items(request: EmbeddingRequest, config: ModelConfig) -> int:
+    """The serving contract's own checks (sizes, emptiness, base64, image headers), so codes match the endpoint's."""
+    limits = RequestLimits.from_dict(config.serving.limits.model_dump())
     values = getattr(request, request.field)
     items = values if isinstance(values, list) else [values]
     batch = isinstance(values, list)
@@ -139,22 +240,24 @@ def _check_items(request: EmbeddingRequest, limits: RequestLimits) -> int:
         raise ApiError(413, "batch_too_large", f"'{request.field}' holds {len(items)} items; at most {limits.max_batch_size} are accepted")
     for index, item in enumerate(items):
         where = f"{request.field}[{index}]" if batch else request.field
-        (check_text if request.field.startswith("text") else decode_image)(item, where, limits)
+        if request.field.startswith("text"):
+            check_text(item, where, limits)
+        else:
+            check_image(decode_image(item, where, limits), where, config)
     return len(items)
 
 
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # the response is the embedding: user-derived data stays out of X-Ray
 def _embed(config: ModelConfig, body: bytes) -> tuple[bytes, dict]:
-    app.append_context(model_id=config.model_id)
-    metrics.add_dimension(name="model", value=config.model_id)
+    _set_model(config.model_id)
     endpoint = Clients.endpoints().endpoint_for(config.model_id)
-    started = app.context.get("started", time.monotonic())
+    started = _Request.started or time.monotonic()
 
     def remaining_ms() -> float:
         gateway_left = API_GATEWAY_BUDGET_MS - 1000 * (time.monotonic() - started)
         return min(gateway_left, app.lambda_context.get_remaining_time_in_millis()) if app.lambda_context else gateway_left
 
-    result, attributes = invoke_endpoint(Clients.sagemaker_runtime(), endpoint, body, remaining_ms)
+    result, attributes = invoke_endpoint(Clients.sagemaker_runtime, endpoint, body, remaining_ms)
     return result, parse_attributes(attributes)
 
 
@@ -167,9 +270,9 @@ def _register_model_route(config: ModelConfig) -> None:
     limits = RequestLimits.from_dict(config.serving.limits.model_dump())
 
     def embed(body: EmbeddingRequest):  # no return annotation: the schema is in responses=
-        app.append_context(model_id=config.model_id)
+        _set_model(config.model_id)
         _check_transport(limits)
-        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(body, limits))
+        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(body, config))
         result, attributes = _embed(config, (app.current_event.body or "").encode())
         return Response(status_code=200, content_type="application/json", body=result.decode(), headers=_served_headers(attributes))
 
@@ -193,7 +296,7 @@ def openai_embeddings(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
     config = BY_NAME.get(body.model)
     if config is None:
         raise ApiError(400, "unknown_model", f"unknown model {body.model!r}; available: {sorted(SERVED)}")
-    app.append_context(model_id=config.model_id)
+    _set_model(config.model_id)
     limits = RequestLimits.from_dict(config.serving.limits.model_dump())
     _check_transport(limits)
     items = body.input if isinstance(body.input, list) else [body.input]
@@ -203,7 +306,7 @@ def openai_embeddings(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
         request = EmbeddingRequest(texts=items)
     else:
         request = EmbeddingRequest(images=[item.image for item in items])
-    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(request, limits))
+    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(request, config))
     result, _ = _embed(config, request.model_dump_json(exclude_none=True).encode())
     vectors = json.loads(result)
     return OpenAIEmbeddingResponse(data=[EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors)], model=config.model_id)
@@ -211,24 +314,34 @@ def openai_embeddings(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
 
 @app.not_found
 def _not_found(error: Exception) -> Response:
+    if app.current_event.http_method == "OPTIONS":
+        # With CORS on, the resolver answers preflights itself; with CORS off there is nothing to say to a
+        # caller without an API key (OPTIONS is not key-protected), least of all the list of routes.
+        return error_response(ApiError(404, "not_found", "not found"))
     return error_response(ApiError(404, "not_found", f"no route {app.current_event.http_method} {app.current_event.path}; "
                                    f"use POST /{{{'|'.join(sorted(c.route for c in SERVED.values()))}}} or POST /v1/embeddings"))
 
 
 @app.exception_handler(Exception)
 def _unexpected(error: Exception) -> Response:
-    logger.exception("unexpected error")
+    # Our bug, not the client's: logged once, with where it happened but not the exception's message or
+    # locals (they can hold the request's text or image).
+    frames = [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" for frame in traceback.extract_tb(error.__traceback__)]
+    logger.error("unexpected error", extra={"error_type": type(error).__name__, "frames": frames[-8:]})
     return error_response(ApiError(500, "internal_error", "internal error"))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # responses carry embeddings: never into X-Ray
 @metrics.log_metrics
 def handler(event: dict, context) -> dict:
-    app.append_context(started=time.monotonic())
-    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    started = time.monotonic()  # a local: app.resolve() clears the resolver's context before it returns
+    _Request.model_id, _Request.started = None, started
     response = app.resolve(event, context)
-    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=1000 * (time.monotonic() - app.context.get("started", time.monotonic())))
+    # Every metric of the request carries the same dimension set, {model, service}, whatever path it took.
+    metrics.add_dimension(name="model", value=_current_model())
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=1000 * (time.monotonic() - started))
     return response
 
 

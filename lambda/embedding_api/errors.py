@@ -34,12 +34,15 @@ def is_retryable(error: Exception) -> bool:
 def _model_error(error: ClientError) -> ApiError:
     response = error.response
     status = int(response.get("OriginalStatusCode") or 500)
+    retry_after = 2 if status == 429 else None  # the container is busy: its queue is full
     if 400 <= status < 500:
         try:
             detail = json.loads(response.get("OriginalMessage") or "")["error"]
-            return ApiError(status, str(detail["code"]), str(detail["message"]))
+            return ApiError(status, str(detail["code"]), str(detail["message"]), retry_after_s=retry_after)
         except (ValueError, KeyError, TypeError):
-            return ApiError(status, "bad_request", "the model rejected the request")
+            return ApiError(status, "bad_request", "the model rejected the request", retry_after_s=retry_after)
+    if status == 503:  # the container is starting, restarting or full: not a failure of the model
+        return ApiError(503, "model_unavailable", "the model is starting or busy; retry later", retry_after_s=5)
     return ApiError(502, "model_error", "the model failed to compute the embedding; retrying may help")
 
 
