@@ -151,6 +151,8 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
         parameters=[weights, variant, instance_type, approval_status, git_commit],
         steps=[package, validate, check],
         sagemaker_session=session,
+        # No SageMaker Experiments trial per run: it would need Experiments permissions for nothing we read.
+        pipeline_experiment_config=None,
     )
 
 

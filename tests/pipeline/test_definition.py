@@ -122,3 +122,8 @@ def test_definition_builds_without_credentials(tmp_path):
     out = subprocess.run([sys.executable, "-m", "clip_api.cli", "pipeline", "definition", "clip-tiny"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)["Steps"][0]["Name"] == "Package"
+
+
+def test_no_experiment_tracking_is_configured(definition):
+    """A default PipelineExperimentConfig would create SageMaker Experiments trials, which the pipeline role may not do."""
+    assert definition.get("PipelineExperimentConfig") is None
