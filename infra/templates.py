@@ -25,6 +25,7 @@ from promotion.state_machine import ASL_PATH
 INFRA_DIR = Path(__file__).parent
 PREFIX = "clip-embedding-api"
 PYTHON_RUNTIME = "python3.12"
+DLC_ACCOUNT = "763104351884"  # AWS Deep Learning Containers' registry account
 
 
 def sub(text: str) -> dict:
@@ -414,10 +415,18 @@ def cicd_template() -> dict:
         allow(["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
                "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:DescribeRepositories", "ecr:CreateRepository"],
               sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
+        # The processing image's base is AWS's PyTorch Deep Learning Container, in AWS's own account.
+        allow(["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+              sub("arn:${AWS::Partition}:ecr:${AWS::Region}:" + DLC_ACCOUNT + ":repository/pytorch-training")),
+        # OutputArtifactFormat CODEBUILD_CLONE_REF: CodeBuild clones through the connection with its own role.
+        allow(["codestar-connections:UseConnection", "codeconnections:UseConnection"], ref("ConnectionArn")),
         allow(["cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:DescribeStacks", "cloudformation:CreateChangeSet",
                "cloudformation:DescribeChangeSet", "cloudformation:ExecuteChangeSet", "cloudformation:GetTemplate"],
               sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/" + PREFIX + "-*/*")),
         allow(["iam:PassRole"], ref("DeployRoleArn")),
+        # `clip-api deploy` upserts each model's SageMaker Pipeline with the serving stack's PipelineRole.
+        {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PREFIX + "-serving-PipelineRole-*")),
+         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
         allow(["sagemaker:CreatePipeline", "sagemaker:UpdatePipeline", "sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution", "sagemaker:AddTags",
                "sagemaker:DescribeModelPackageGroup", "sagemaker:CreateModelPackageGroup"],
               [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/" + PREFIX + "-*"),

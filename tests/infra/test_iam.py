@@ -329,3 +329,55 @@ def test_no_hard_coded_partition(rendered):
         text = json.dumps(template["Resources"])
         # the committed ASL inside DefinitionString may say arn:aws: only through ${Partition}
         assert not re.search(r"arn:aws[:-]", text.replace("arn:aws:iam::aws:policy", "")), f"{name}: arn:aws hard-coded, use ${{AWS::Partition}}"
+
+
+# ------------------------------------------------------------------------------------ CI identity
+
+
+def ci_requests(deployment) -> list[tuple[str, Request]]:
+    """(role, request) for what CodeBuild does outside the AWS SDK: clone through the source connection
+    (CODEBUILD_CLONE_REF), pull the base images the buildspec and Dockerfiles name from ECR registries."""
+    from infra.templates import INFRA_DIR
+
+    repo = INFRA_DIR.parent
+    out = []
+    for stack, logical, pipeline in deployment.resources_of_type("AWS::CodePipeline::Pipeline"):
+        stages = pipeline["Properties"]["Stages"]
+        for stage in stages:
+            for action in stage["Actions"]:
+                config = action.get("Configuration", {})
+                if config.get("OutputArtifactFormat") != "CODEBUILD_CLONE_REF":
+                    continue
+                outputs = {a["Name"] for a in action.get("OutputArtifacts", [])}
+                for consumer in (a for s in stages for a in s["Actions"] if {i["Name"] for i in a.get("InputArtifacts", [])} & outputs):
+                    project = next(r for st, lg, r in deployment.resources_of_type("AWS::CodeBuild::Project") if st.physical[lg][0] == consumer["Configuration"]["ProjectName"])
+                    role = deployment.role_for_arn(project["Properties"]["ServiceRole"]).key
+                    out.append((role, Request("codestar-connections:UseConnection", config["ConnectionArn"], why="CodeBuild clones with CODEBUILD_CLONE_REF")))
+    build_role = deployment.role("cicd/BuildRole").key
+    texts = [(repo / "buildspec.yml").read_text()] + [p.read_text() for p in sorted(repo.glob("*/Dockerfile"))]
+    images = {m for text in texts for m in re.findall(r"(\d{12})\.dkr\.ecr\.[^/\s]+/([a-z0-9._/-]+)[:@]", text)}
+    assert images, "no ECR image found in buildspec.yml and the Dockerfiles"
+    for account, repository in sorted(images):
+        if repository.startswith("clip-embedding-api-"):
+            continue  # our own repositories: pushed and pulled under the account's own grants
+        for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"):
+            out.append((build_role, Request(action, ip.arn("ecr", f"repository/{repository}", account=account), why="docker pull of a base image")))
+    out.append((build_role, Request("ecr:GetAuthorizationToken", "*", why="docker login")))
+    return out
+
+
+def test_the_codebuild_role_can_clone_and_pull_its_base_images(deployment):
+    requests = ci_requests(deployment)
+    assert any(r.action == "codestar-connections:UseConnection" for _, r in requests)
+    assert any(":763104351884:" in r.resource for _, r in requests)
+    assert [f"{role}: {r}" for role, r in requests if not deployment.allowed(role, r.action, r.resource, r.context)] == []
+
+
+def test_ci_check_bites(rendered):
+    broken = copy.deepcopy(rendered)
+    statements = broken["cicd.yaml"]["Resources"]["BuildRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    statements[:] = [s for s in statements if "codestar-connections:UseConnection" not in ip._as_list(s["Action"])
+                     and not any(":763104351884:" in str(r) for r in ip._as_list(s["Resource"]))]
+    deployment = Deployment(broken)
+    denied = {r.action for role, r in ci_requests(deployment) if not deployment.allowed(role, r.action, r.resource, r.context)}
+    assert denied == {"codestar-connections:UseConnection", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}
