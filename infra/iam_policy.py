@@ -911,7 +911,7 @@ def state_machine_requirements(deployment: Deployment) -> list[Request]:
 
 
 def task_states(definition: dict, path: str = ""):
-    """(state path, state, parent Map state or None) for every Task, Map iterators and Parallel branches included."""
+    """(state path, state) for every Task, Map iterators and Parallel branches included."""
     for name, state in definition.get("States", {}).items():
         here = f"{path}{name}"
         if state.get("Type") == "Task":
