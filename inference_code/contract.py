@@ -27,12 +27,23 @@ _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 _ASCII_WHITESPACE = b" \t\n\r\v\f"
 
 
+class JsonNumber:
+    """A JSON number, kept as its text: no request field is numeric, so it is never converted."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     max_request_bytes: int = 4_000_000
     max_image_bytes: int = 3_000_000
     max_batch_size: int = 32
     max_text_chars: int = 10_000
+    max_request_pixels: int = 100_000_000  # all images of one request together (decode work)
+    image_decode_deadline_s: float = 10.0  # decoding one request's images
 
     @classmethod
     def from_dict(cls, limits: dict) -> "RequestLimits":
@@ -72,7 +83,13 @@ def parse_json_request(body: bytes, limits: RequestLimits) -> EmbeddingRequest:
     if not body.strip():
         raise bad_request("empty_body", "the request body is empty; send a JSON object such as {\"text\": \"a photo of a dog\"}")
     try:
-        payload = json.loads(body)
+        # No field of ours is a number: numbers stay markers, so a 5,000-digit integer (valid JSON,
+        # past Python's int-conversion limit) is reported as the wrong type, not as bad JSON.
+        payload = json.loads(body, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=JsonNumber)
+    except RecursionError:
+        raise bad_request(
+            "json_too_deep", "the request body nests JSON arrays or objects too deeply; a request is one object of strings or arrays of strings"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request("malformed_json", f"the request body is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict):

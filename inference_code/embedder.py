@@ -41,6 +41,7 @@ class ClipEmbedder:
                 max_image_bytes=limits["max_image_bytes"],
                 max_image_pixels=limits["max_image_pixels"],
                 max_aspect_ratio=limits["max_aspect_ratio"],
+                max_jpeg_scans=limits.get("max_jpeg_scans", ImageLimits.max_jpeg_scans),
             ),
         )
         options = session_options(threads)

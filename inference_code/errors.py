@@ -8,11 +8,12 @@ from __future__ import annotations
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429/503)
 
     def to_body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}

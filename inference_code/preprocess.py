@@ -10,6 +10,12 @@ as a 256-entry lookup table with the same float32 operations, so it is bit-ident
 
 EXIF orientation is deliberately not applied: open_clip does not apply it, and embeddings must
 match those computed elsewhere with open_clip on the same bytes.
+
+Decode work is bounded before any pixel is decoded, not only by pixels per image: a progressive
+JPEG re-runs every scan over the whole image (a flat 6000x6000 JPEG with one scan repeated 1,000
+times is 270 KB and took 23 s), so the scan count is read from the markers and capped
+(`max_jpeg_scans`; libjpeg's own progressive scripts use 6 to 24), and the service caps the
+pixels of all images of one request together and stops decoding past a deadline.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class ImageLimits:
     max_image_bytes: int = 3_000_000
     max_image_pixels: int = 40_000_000
     max_aspect_ratio: float = 50.0
+    max_jpeg_scans: int = 32
 
 
 def resized_size(width: int, height: int, shorter_side: int) -> tuple[int, int]:
@@ -66,6 +73,11 @@ class ImagePreprocessor:
 
     def decode(self, data: bytes) -> Image.Image:
         """Open and fully decode image bytes, enforcing the limits before pixels are allocated."""
+        return self.load(self.open(data))
+
+    def open(self, data: bytes) -> Image.Image:
+        """Read the image's header only (format, size, JPEG scans) and check the limits: cheap,
+        so a request's images can all be checked before any is decoded."""
         if not data:
             raise bad_request("empty_image", "the image is empty")
         if len(data) > self.limits.max_image_bytes:
@@ -79,7 +91,8 @@ class ImagePreprocessor:
                 image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
                 width, height = image.size
                 self._check_dimensions(width, height)
-                image.load()
+                if data[:2] == b"\xff\xd8":  # JPEG, MPO included
+                    self._check_jpeg_scans(data)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise too_large("image_too_many_pixels", "the image decodes to too many pixels") from None
         except Image.UnidentifiedImageError:
@@ -90,6 +103,27 @@ class ImagePreprocessor:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise bad_request("corrupt_image", f"the image could not be decoded: it is truncated or corrupt ({type(exc).__name__})") from None
         return image
+
+    def load(self, image: Image.Image) -> Image.Image:
+        """Decode the pixels of an image from `open`."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise too_large("image_too_many_pixels", "the image decodes to too many pixels") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise bad_request("corrupt_image", f"the image could not be decoded: it is truncated or corrupt ({type(exc).__name__})") from None
+        return image
+
+    def _check_jpeg_scans(self, data: bytes) -> None:
+        scans = jpeg_scan_count(data, stop_after=self.limits.max_jpeg_scans)
+        if scans > self.limits.max_jpeg_scans:
+            raise too_large(
+                "image_too_complex",
+                f"the JPEG has more than {self.limits.max_jpeg_scans} scans; each scan re-decodes the whole image "
+                "(save it as baseline or standard progressive JPEG)",
+            )
 
     def _check_dimensions(self, width: int, height: int) -> None:
         if width < 1 or height < 1:
@@ -118,3 +152,47 @@ class ImagePreprocessor:
 
     def __call__(self, data: bytes) -> np.ndarray:
         return self.to_array(self.decode(data))
+
+
+_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xDA)])  # TEM, RST0-7, SOI, EOI: no length field
+
+
+def jpeg_scan_count(data: bytes, stop_after: int) -> int:
+    """Start-of-scan markers in a JPEG's marker stream, counting at most `stop_after + 1`.
+
+    Marker segments are skipped by their length (an EXIF thumbnail's scans inside APP1 do not
+    count); entropy-coded data after each SOS is skipped to the next marker (0xFF followed by
+    neither a stuffed 0x00 nor a restart marker). Malformed streams stop the count: the decoder
+    reports them. Linear in the file's size.
+    """
+    size = len(data)
+    position = 2 if data[:2] == b"\xff\xd8" else size
+    scans = 0
+    while position + 1 < size and scans <= stop_after:
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        if position + 4 > size:
+            break
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        while True:  # entropy-coded segment: find the next real marker
+            position = data.find(b"\xff", position)
+            if position < 0 or position + 1 >= size:
+                return scans
+            following = data[position + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                position += 2
+                continue
+            break
+    return scans

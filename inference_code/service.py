@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +33,26 @@ class Response:
 
 
 def error_response(error: RequestError) -> Response:
-    return Response(error.status, json.dumps(error.to_body()).encode())
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    return Response(error.status, json.dumps(error.to_body()).encode(), headers)
+
+
+def deadline_exceeded() -> RequestError:
+    return RequestError(
+        503, "deadline_exceeded", "the request could not be answered in time (the server is busy); retry later", retry_after=1
+    )
+
+
+def check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise deadline_exceeded()
+
+
+def log_internal_error(exc: BaseException) -> None:
+    """One log record per internal error: the exception's type and where it was raised, never its
+    message (it may quote the request)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("internal error handling a request: %s\n%s", type(exc).__name__, frames)
 
 
 class EmbeddingService:
@@ -40,26 +61,67 @@ class EmbeddingService:
         self.manifest = embedder.manifest
         self.limits = RequestLimits.from_dict(self.manifest.limits)
 
-    def handle(self, body: bytes, content_type: str | None) -> Response:
+    def handle(self, body: bytes, content_type: str | None, deadline: float | None = None) -> Response:
+        """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500,
+        logged once here (so the HTTP layer never logs it again)."""
         try:
             request = parse_request(body, content_type, self.limits)
-            vectors, truncated = self.embed(request)
+            vectors, truncated = self.embed(request, deadline)
         except RequestError as error:
             return error_response(error)
-        except DegenerateEmbeddingError:
-            logger.exception("degenerate embedding")
+        except DegenerateEmbeddingError as exc:
+            log_internal_error(exc)
             return error_response(RequestError(500, "model_error", "the model produced an embedding that cannot be normalised"))
+        except Exception as exc:  # noqa: BLE001 - the one place internal errors become a 500
+            log_internal_error(exc)
+            return error_response(RequestError(500, "internal_error", "internal error"))
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
         return Response(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
-    def embed(self, request: EmbeddingRequest):
+    def embed(self, request: EmbeddingRequest, deadline: float | None = None):
         if request.kind == "text":
+            check_deadline(deadline)
             result = self.embedder.embed_texts(list(request.items))
             return result.vectors, result.truncated
-        pixels = []
+        pixels = self.preprocess_images(request, deadline)
+        check_deadline(deadline)
+        return self.embedder.embed_pixels(np.stack(pixels)), ()
+
+    def preprocess_images(self, request: EmbeddingRequest, deadline: float | None = None) -> list[np.ndarray]:
+        """Check every image's header (size, JPEG scans) and their pixels together before decoding
+        any, then decode one by one within the decode deadline and the request's deadline."""
+        preprocessor = self.embedder.preprocessor
+
+        def at(index: int, error: RequestError) -> RequestError:
+            return with_item_index(error, f"images[{index}]") if request.batch else error
+
+        opened = []
         for index, data in enumerate(request.items):
             try:
-                pixels.append(self.embedder.preprocessor(data))
+                opened.append(preprocessor.open(data))
             except RequestError as error:
-                raise (with_item_index(error, f"images[{index}]") if request.batch else error) from None
-        return self.embedder.embed_pixels(np.stack(pixels)), ()
+                raise at(index, error) from None
+        total = sum(image.size[0] * image.size[1] for image in opened)
+        if total > self.limits.max_request_pixels:
+            raise RequestError(
+                413,
+                "request_too_many_pixels",
+                f"the request's images hold {total} pixels together; at most {self.limits.max_request_pixels} are "
+                "decoded per request: send fewer or smaller images (CLIP sees 224x224 anyway)",
+            )
+        decode_by = time.monotonic() + self.limits.image_decode_deadline_s
+        pixels = []
+        for index, image in enumerate(opened):
+            check_deadline(deadline)
+            if time.monotonic() > decode_by:
+                raise RequestError(
+                    413,
+                    "image_too_complex",
+                    f"decoding the request's images took more than {self.limits.image_decode_deadline_s:g} s; "
+                    "send fewer or simpler images",
+                )
+            try:
+                pixels.append(preprocessor.to_array(preprocessor.load(image)))
+            except RequestError as error:
+                raise at(index, error) from None
+        return pixels

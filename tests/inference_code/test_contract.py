@@ -98,3 +98,36 @@ def test_encoding_of_embeddings_and_attributes():
     attributes = encode_attributes("clip-tiny", "abc123", "fp32", (False, True, True))
     assert attributes == "model=clip-tiny;version=abc123;variant=fp32;truncated=1,2"
     assert encode_attributes("m", "v", "int8").endswith("truncated=none")
+
+
+# Hostile input (issue 13): valid JSON that used to escape as a 500 (RecursionError) or be called malformed.
+def hostile_error(body: bytes) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        parse_request(body, "application/json", RequestLimits())
+    return caught.value
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+@pytest.mark.parametrize("opening, closing", [(b"[", b"]"), (b'{"a":', b"}")])
+def test_deeply_nested_json_is_a_400_of_its_own(depth, opening, closing):
+    error = hostile_error(b'{"texts": ' + opening * depth + b"1" + closing * depth + b"}")
+    assert (error.status, error.code) == (400, "json_too_deep")
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b'{"text": ' + b"9" * 5_000 + b"}", "invalid_type"),
+        (b'{"texts": [' + b"9" * 5_000 + b"]}", "invalid_type"),
+        (b'{"image": 1e999999}', "invalid_type"),
+        (b'{"texts": NaN}', "invalid_type"),
+        (b'{"text": "a", "n": ' + b"9" * 5_000 + b"}", "unknown_field"),
+    ],
+)
+def test_huge_numbers_are_the_wrong_type_not_malformed_json(body, code):
+    error = hostile_error(body)
+    assert (error.status, error.code) == (400, code)
+
+
+def test_ordinary_nesting_still_parses():
+    assert parse_request(b'{"texts": ["a", "b"]}', "application/json", RequestLimits()).items == ("a", "b")

@@ -98,3 +98,38 @@ def test_image_bytes_limit():
     data = _png(Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)))
     error = _error(ImagePreprocessor(limits=ImageLimits(max_image_bytes=1000)), data)
     assert (error.status, error.code) == (413, "image_too_large")
+
+
+# Decode work (issue 13): a progressive JPEG's cost is pixels x scans.
+from tests.inference_code.hostile import many_scan_jpeg, progressive_jpeg  # noqa: E402
+
+
+def test_jpeg_scan_count_reads_the_marker_stream(probe_images):
+    from inference_code.preprocess import jpeg_scan_count
+
+    assert jpeg_scan_count(progressive_jpeg(flat=False), stop_after=100) == 10  # libjpeg's YCbCr script
+    baseline = next(p for p in probe_images if p.name == "large-1024x768-jpeg").data
+    assert jpeg_scan_count(baseline, stop_after=100) == 1
+    assert jpeg_scan_count(many_scan_jpeg(), stop_after=100) == 101  # stops counting past the limit
+    assert jpeg_scan_count(many_scan_jpeg(), stop_after=10_000) == 2_010
+    # a start-of-scan marker inside an APP segment (an EXIF thumbnail) is not a scan of this image
+    app1 = b"\xff\xe1" + (2 + 6).to_bytes(2, "big") + b"\xff\xda\xff\xda\xff\xda"
+    assert jpeg_scan_count(baseline[:2] + app1 + baseline[2:], stop_after=100) == 1
+    assert jpeg_scan_count(b"not a jpeg", stop_after=100) == 0
+
+
+def test_many_scan_jpeg_is_rejected_before_decoding():
+    import time
+
+    preprocessor = ImagePreprocessor(limits=ImageLimits(max_jpeg_scans=32))
+    started = time.perf_counter()
+    error = _error(preprocessor, many_scan_jpeg(size=2_000, repeats=5_000))
+    assert (error.status, error.code) == (413, "image_too_complex")
+    assert time.perf_counter() - started < 1.0  # header only: decoding it takes seconds
+
+
+def test_ordinary_progressive_jpeg_is_still_accepted_and_identical(open_clip_transform):
+    data = progressive_jpeg(size=300, flat=False)
+    with Image.open(io.BytesIO(data)) as image:
+        expected = open_clip_transform(image).numpy()
+    np.testing.assert_array_equal(ImagePreprocessor()(data), expected)
