@@ -220,3 +220,25 @@ def test_every_metric_has_one_dimension_set_whatever_the_path(api, monkeypatch, 
     for blob in blobs:
         assert blob["service"] == "clip-embedding-api" and blob["model"] == "clip-vit-b-32", blob
     assert sum(blob.get("Requests", [0])[0] for blob in blobs) == 5
+
+
+def test_without_cors_options_never_reaches_the_function():
+    """The template half of the same rule: with CorsAllowOrigin empty, API Gateway answers OPTIONS itself."""
+    from clip_api.model_config import load_all_model_configs
+    from infra.templates import serving_template
+
+    template = serving_template([c for c in load_all_model_configs() if not c.demo_only])
+    assert template["Conditions"]["HasCors"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}
+    options = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"]["HttpMethod"] == "OPTIONS"]
+    posts = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"]["HttpMethod"] == "POST"]
+    assert len(options) == len(posts) >= 3
+    for method in options:
+        assert method["Condition"] == "HasCors", "an OPTIONS method without CORS reaches the function without an API key"
+        assert method["Properties"]["ApiKeyRequired"] is False
+    for method in posts:
+        assert method["Integration"]["Type"] == "AWS_PROXY" and method["ApiKeyRequired"] is True
+    # whichever deployment the stage uses depends only on methods that exist under its own condition
+    methods_with_condition = {name: r.get("Condition") for name, r in template["Resources"].items() if r["Type"] == "AWS::ApiGateway::Method"}
+    for deployment in (r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::Deployment"):
+        for name in deployment.get("DependsOn", []):
+            assert methods_with_condition.get(name) in (None, deployment.get("Condition")), (name, deployment.get("Condition"))
