@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -20,6 +21,10 @@ from clip_api.model_config import ModelConfig
 from local_mode.http_handler import QuietHandler
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+DRAIN_CAP_BYTES = 2 * MAX_BODY_BYTES  # read at most this much of an oversized body before closing
+BODY_TIMEOUT_S = 30
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,8}")
 
 
 @dataclass
@@ -76,12 +81,80 @@ class LocalApiGateway:
         gateway = self
 
         class Handler(QuietHandler):
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+            timeout = BODY_TIMEOUT_S  # a client that stops sending holds its thread this long at most
+
+            def _reject(self, status: int, message: str) -> None:
+                """Answer and close: after a framing error the rest of the stream cannot be trusted."""
+                self.close_connection = True
+                self.respond(status, {"Content-Type": "application/json", "Connection": "close"}, json.dumps({"message": message}).encode())
+
+            def _body(self) -> bytes | None:
+                """The request body per RFC 9112 section 6, or None once an error has been answered."""
+                encodings = self.headers.get_all("Transfer-Encoding") or []
+                lengths = [value.strip() for value in self.headers.get_all("Content-Length") or []]
+                if encodings and lengths:  # request smuggling's classic: refuse rather than pick one
+                    return self._reject(400, "Bad Request: both Transfer-Encoding and Content-Length")
+                if encodings:
+                    codings = [c.strip().lower() for c in ",".join(encodings).split(",") if c.strip()]
+                    if codings != ["chunked"]:
+                        return self._reject(400, f"Bad Request: unsupported Transfer-Encoding {','.join(codings)!r}")
+                    return self._chunked()
+                if not lengths:
+                    return b""
+                if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0]):
+                    return self._reject(400, "Bad Request: invalid Content-Length")
+                length = int(lengths[0])
                 if length > MAX_BODY_BYTES:
-                    self.rfile.read(length)
-                    return self.respond(413, {"Content-Type": "application/json"}, b'{"message": "Request Too Long"}')
-                body = self.rfile.read(length).decode("utf-8", errors="replace")
+                    self._drain(length)
+                    return self._reject(413, "Request Too Long")
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return self._reject(400, "Bad Request: the body is shorter than its Content-Length")
+                return body
+
+            def _chunked(self) -> bytes | None:
+                body = bytearray()
+                while True:
+                    line = self.rfile.readline(1024)
+                    size = line.split(b";", 1)[0].strip()
+                    if not line.endswith(b"\n") or not _HEX.fullmatch(size):
+                        return self._reject(400, "Bad Request: malformed chunk")
+                    size = int(size, 16)
+                    if size == 0:
+                        break
+                    if len(body) + size > MAX_BODY_BYTES:
+                        return self._reject(413, "Request Too Long")
+                    chunk = self.rfile.read(size)
+                    if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                        return self._reject(400, "Bad Request: malformed chunk")
+                    body += chunk
+                for _ in range(100):  # trailer fields, then the empty line
+                    line = self.rfile.readline(8192)
+                    if line in (b"\r\n", b"\n", b""):
+                        return bytes(body)
+                return self._reject(400, "Bad Request: too many trailer fields")
+
+            def _drain(self, length: int) -> None:
+                """Read (and drop) what the client sends, up to a cap, so it sees the 413 rather than a reset."""
+                left = min(length, DRAIN_CAP_BYTES)
+                self.connection.settimeout(min(self.timeout, 2.0))  # a client that sends nothing more gets its 413 soon
+                try:
+                    while left > 0:
+                        chunk = self.rfile.read1(min(left, 65536))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                except (TimeoutError, OSError):
+                    pass
+
+            def _any(self) -> None:
+                try:
+                    raw = self._body()
+                except (TimeoutError, OSError):
+                    return self._reject(408, "Request Timeout")
+                if raw is None:
+                    return None
+                body = raw.decode("utf-8", errors="replace")
                 try:
                     result = gateway.invoke(self.command, self.path.split("?")[0], dict(self.headers.items()), body)
                 except Exception as error:  # noqa: BLE001 - API Gateway answers 502 when the integration fails
