@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from inference_code.artifact import open_artifact
+from inference_code.artifact import extracted_artifact
 from inference_code.server import DEFAULT_MODEL_DIR, serve
 
 
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--host", default="0.0.0.0")
     serve_cmd.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
     args = parser.parse_args(argv)
-    serve(open_artifact(args.model_dir), host=args.host, port=args.port)
+    with extracted_artifact(args.model_dir) as model_dir:
+        serve(model_dir, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,21 @@
 The model is loaded once at start. Inference runs on one worker thread, so /ping answers while a
 request is being embedded and the event loop never blocks. Bodies are read with a size cap and a
 read timeout, so an oversized or stalled upload gets a 413 or 408 instead of exhausting memory.
+
+Back-pressure (issue 13): at most `max_pending_requests` requests are admitted at once (reading
+their body, waiting for the worker, or being embedded); one more gets 503 `overloaded` with
+Retry-After before its body is read, so memory is bounded by that count times the body limit.
+Each request has a deadline (`request_deadline_s`, below SageMaker's 60 s invocation timeout)
+from its arrival: past it, a request still waiting gets 503 `deadline_exceeded`; a request whose
+client has disconnected while it waited is dropped without being computed. Waiting requests are
+served in arrival order (asyncio's lock is fair).
+
+/ping answers 200 while the server can make progress, saturated or not (the body says
+`"status": "saturated"` when new requests are being refused), and 503 when it cannot: when the
+worker has been on one request for longer than the deadline allows (stuck). SageMaker treats
+failing pings as an unhealthy container and replaces it; a 503 on mere saturation would make it
+kill busy but healthy containers and lose their queued work, so saturation is answered on
+/invocations (503 with Retry-After) and only a stuck worker fails the health check.
 """
 
 from __future__ import annotations
@@ -12,7 +27,9 @@ import contextlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -20,26 +37,51 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response as HttpResponse
 from starlette.routing import Route
 
-from inference_code.contract import request_too_large
+from inference_code.contract import RequestLimits, request_too_large
 from inference_code.embedder import ClipEmbedder
 from inference_code.errors import RequestError
-from inference_code.service import EmbeddingService, Response, error_response
+from inference_code.service import EmbeddingService, Response, deadline_exceeded, error_response
 
 logger = logging.getLogger("inference_code.server")
 DEFAULT_MODEL_DIR = "/opt/ml/model"
+LINGERING_CLOSE = "clip.lingering_close"  # ASGI scope extension set by http_protocol: closing early is safe
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Connection and queue limits; any of them may be set in the manifest's limits."""
+
+    max_pending_requests: int = 16  # admitted at once: bodies held in memory <= this x max_request_bytes
+    request_deadline_s: float = 50.0  # from arrival to the start of the answer; SageMaker cuts at 60 s
+    body_read_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 60.0
+    linger_s: float = 5.0  # draining an unread body after an early 413/503
+    linger_max_bytes: int = 16_000_000
+    retry_after_s: int = 1
+
+    @classmethod
+    def from_limits(cls, limits: dict, **overrides) -> "ServerSettings":
+        values = {f.name: limits[f.name] for f in fields(cls) if f.name in limits}
+        return cls(**{**values, **overrides})
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, received: int):
+        self.received = received
 
 
 async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise RequestError(413, "request_too_large", "")
+        raise BodyTooLarge(int(declared))
 
     async def collect() -> bytes:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise RequestError(413, "request_too_large", "")
+                raise BodyTooLarge(size)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -49,34 +91,130 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
         raise RequestError(408, "request_timeout", f"the request body was not received within {timeout_s:g} s") from None
 
 
-def to_http(response: Response) -> HttpResponse:
-    return HttpResponse(response.body, status_code=response.status, headers=response.headers, media_type="application/json")
+def body_too_large_error(exc: BodyTooLarge, request: Request, limits: RequestLimits) -> RequestError:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit():
+        return request_too_large(int(declared), limits)
+    # chunked: the size is unknown; say what is known rather than invent a size
+    return RequestError(
+        413,
+        "request_too_large",
+        f"the request body is more than {limits.max_request_bytes} bytes (at least {exc.received} were received); "
+        f"at most {limits.max_request_bytes} bytes are accepted (the SageMaker serverless payload limit is 4 MB)",
+    )
 
 
-def create_app(service: EmbeddingService) -> Starlette:
+def to_http(response: Response, close: bool = False) -> HttpResponse:
+    headers = {**response.headers, **({"Connection": "close"} if close else {})}
+    return HttpResponse(response.body, status_code=response.status, headers=headers, media_type="application/json")
+
+
+class _Admission:
+    """Counts admitted requests and tracks the worker, for back-pressure and /ping."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.pending = 0
+        self.worker = asyncio.Lock()
+        self.running_since: float | None = None  # monotonic start of the request on the worker
+        self.dropped = 0  # computed never: client gone or deadline passed while waiting
+
+    def saturated(self) -> bool:
+        return self.pending >= self.settings.max_pending_requests
+
+    def stuck(self) -> bool:
+        started = self.running_since
+        return started is not None and time.monotonic() - started > self.settings.request_deadline_s
+
+
+async def _wait_for_worker(admission: _Admission, request: Request, deadline: float) -> str:
+    """Acquire the worker: 'acquired', 'gone' (the client disconnected) or 'late' (deadline)."""
+    acquire = asyncio.ensure_future(admission.worker.acquire())
+    # the body has been read: the next receive() returns only when the client disconnects
+    watch = asyncio.ensure_future(request.receive())
+    try:
+        done, _ = await asyncio.wait({acquire, watch}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if acquire in done:
+        if watch in done and watch.result().get("type") == "http.disconnect":
+            admission.worker.release()
+            return "gone"
+        return "acquired"
+    acquire.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await acquire
+    if acquire.done() and not acquire.cancelled():
+        admission.worker.release()  # acquired while being cancelled
+    return "gone" if watch in done else "late"
+
+
+def create_app(service: EmbeddingService, settings: ServerSettings | None = None) -> Starlette:
+    settings = settings or ServerSettings.from_limits(service.manifest.limits)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     limits = service.limits
-    read_timeout = float(service.manifest.limits.get("body_read_timeout_s", 30.0))
+    state: dict[str, _Admission] = {}
+
+    def admission() -> _Admission:
+        if "admission" not in state:  # created on the server's event loop
+            state["admission"] = _Admission(settings)
+        return state["admission"]
+
+    def early(request: Request, error: RequestError) -> HttpResponse:
+        """An answer before the body was read. Under our protocol the connection closes and
+        lingers to drain the rest (bounded, see http_protocol); under plain uvicorn it stays open
+        and h11 discards the rest, since closing there would reset the connection."""
+        return to_http(error_response(error), close=LINGERING_CLOSE in request.scope.get("extensions", {}))
 
     async def ping(_: Request) -> HttpResponse:
-        return HttpResponse(
-            json.dumps({"status": "healthy", "model": service.manifest.model_id, "version": service.manifest.version}),
-            media_type="application/json",
-        )
+        gate = admission()
+        status, code = ("unhealthy", 503) if gate.stuck() else ("saturated", 200) if gate.saturated() else ("healthy", 200)
+        body = {"status": status, "model": service.manifest.model_id, "version": service.manifest.version}
+        if status != "healthy":
+            body.update(pending=gate.pending, capacity=settings.max_pending_requests)
+        return HttpResponse(json.dumps(body), status_code=code, media_type="application/json")
 
     async def invocations(request: Request) -> HttpResponse:
+        gate = admission()
+        arrived = time.monotonic()
+        deadline = arrived + settings.request_deadline_s
+        if gate.saturated():
+            return early(request, 
+                RequestError(
+                    503,
+                    "overloaded",
+                    f"the server is busy ({settings.max_pending_requests} requests in progress); retry after {settings.retry_after_s} s",
+                    retry_after=settings.retry_after_s,
+                )
+            )
+        gate.pending += 1
         try:
-            body = await read_body(request, limits.max_request_bytes, read_timeout)
-        except RequestError as error:
-            if error.code == "request_too_large":
-                declared = request.headers.get("content-length", "")
-                error = request_too_large(int(declared) if declared.isdigit() else limits.max_request_bytes + 1, limits)
-            return to_http(error_response(error))
-        except ClientDisconnect:
-            return HttpResponse(status_code=400)
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(executor, service.handle, body, request.headers.get("content-type"))
-        return to_http(response)
+            try:
+                body = await read_body(request, limits.max_request_bytes, min(settings.body_read_timeout_s, deadline - arrived))
+            except BodyTooLarge as exc:
+                return early(request, body_too_large_error(exc, request, limits))
+            except RequestError as error:
+                return early(request, error)
+            except ClientDisconnect:
+                gate.dropped += 1
+                return HttpResponse(status_code=400)
+            outcome = await _wait_for_worker(gate, request, deadline)
+            if outcome != "acquired":
+                gate.dropped += 1
+                if outcome == "gone":
+                    logger.info("dropped a request whose client disconnected before it was computed")
+                    return HttpResponse(status_code=400)  # nobody reads it
+                return to_http(error_response(deadline_exceeded()))
+            try:
+                gate.running_since = time.monotonic()
+                loop = asyncio.get_running_loop()
+                response = await loop.run_in_executor(executor, service.handle, body, request.headers.get("content-type"), deadline)
+            finally:
+                gate.running_since = None
+                gate.worker.release()
+            return to_http(response)
+        finally:
+            gate.pending -= 1
 
     async def not_found(request: Request, exc: Exception) -> HttpResponse:
         error = RequestError(404, "not_found", f"no route {request.method} {request.url.path}; use POST /invocations or GET /ping")
@@ -87,14 +225,17 @@ def create_app(service: EmbeddingService) -> Starlette:
         return to_http(error_response(error))
 
     async def internal_error(request: Request, exc: Exception) -> HttpResponse:
-        logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        logger.error("unhandled %s on %s", type(exc).__name__, request.url.path)
         return to_http(error_response(RequestError(500, "internal_error", "internal error")))
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal_error},
         lifespan=_shutdown_executor(executor),
     )
+    app.state.settings = settings
+    app.state.admission = admission
+    return app
 
 
 def _shutdown_executor(executor: ThreadPoolExecutor):
@@ -104,6 +245,22 @@ def _shutdown_executor(executor: ThreadPoolExecutor):
         executor.shutdown(wait=False)
 
     return lifespan
+
+
+def uvicorn_config(app: Starlette, host: str, port: int, settings: ServerSettings, **kwargs):
+    """uvicorn's configuration with our h11 protocol (header timeout, lingering close)."""
+    import uvicorn
+
+    from inference_code.http_protocol import protocol_class
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(settings.header_timeout_s, settings.linger_s, settings.linger_max_bytes),
+        timeout_keep_alive=int(settings.keep_alive_s),
+        **kwargs,
+    )
 
 
 def load_service(model_dir: Path | str) -> EmbeddingService:
@@ -118,4 +275,5 @@ def serve(model_dir: Path | str = DEFAULT_MODEL_DIR, host: str = "0.0.0.0", port
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
     service = load_service(model_dir)
     logger.info("serving %s version %s (%s) on %s:%d", service.manifest.model_id, service.manifest.version, service.manifest.variant, host, port)
-    uvicorn.run(create_app(service), host=host, port=port, workers=1, log_level="warning", timeout_keep_alive=60)
+    settings = ServerSettings.from_limits(service.manifest.limits)
+    uvicorn.Server(uvicorn_config(create_app(service, settings), host, port, settings, log_level="warning")).run()
