@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -99,6 +100,12 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     if config is None and args.action != "changed":
         raise SystemExit(f"clip-api pipeline {args.action} needs a MODEL_ID")
     settings = PipelineSettings.from_env()
+    if args.action in ("upsert", "start") and "CLIP_API_PIPELINE_ROLE_ARN" not in os.environ:
+        import boto3
+
+        from infra.deploy import pipeline_settings_from_stacks
+
+        settings = pipeline_settings_from_stacks(boto3.Session())  # the deployed stacks' outputs: role ARNs are never guessed
     if args.action == "definition":
         from pipeline.definition import pipeline_definition
 
@@ -120,8 +127,16 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         from clip_api.model_config import load_all_model_configs
         from pipeline.changes import changed_models
 
-        paths = subprocess.run(["git", "diff", "--name-only", args.base, "HEAD"], capture_output=True, text=True, check=True).stdout.split()
-        print("\n".join(changed_models(paths, [c.model_id for c in load_all_model_configs() if not c.demo_only])))
+        model_ids = [c.model_id for c in load_all_model_configs() if not c.demo_only]
+        if not args.base:  # nothing deployed yet: every model is new
+            print("\n".join(sorted(model_ids)))
+            return 0
+        diff = subprocess.run(["git", "diff", "--name-only", args.base, "HEAD"], capture_output=True, text=True)
+        if diff.returncode != 0:  # the base is not in this history (a rewritten branch): rebuild everything rather than miss a change
+            print(f"cannot compare with {args.base}: starting every model's pipeline", file=sys.stderr)
+            print("\n".join(sorted(model_ids)))
+            return 0
+        print("\n".join(changed_models(diff.stdout.split(), model_ids)))
         return 0
     from pipeline.aws import run_pipeline_locally
 
@@ -160,8 +175,19 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from clip_api.model_config import load_all_model_configs
     from infra.deploy import deploy
 
+    from infra.deploy import last_deployed_commit, record_deployed_commit
+
+    session = boto3.Session()
+    if args.action == "last-commit":
+        print(last_deployed_commit(session))
+        return 0
+    if args.action == "record-commit":
+        if not args.commit:
+            raise SystemExit("clip-api deploy record-commit needs a COMMIT")
+        record_deployed_commit(session, args.commit)
+        return 0
     models = tuple(c.model_id for c in load_all_model_configs() if not c.demo_only)
-    deploy(boto3.Session(), models, dry_run=args.dry_run, notification_email=args.email)
+    deploy(session, models, dry_run=args.dry_run, notification_email=args.email)
     return 0
 
 
@@ -260,8 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     infra.set_defaults(func=_cmd_infra)
 
     deploy = commands.add_parser("deploy", help="stand the system up in the AWS account of your credentials (idempotent)")
+    deploy.add_argument("action", nargs="?", default="apply", choices=["apply", "last-commit", "record-commit"],
+                        help="apply (default): deploy; last-commit: print the last commit whose deploy finished; record-commit COMMIT: record it")
+    deploy.add_argument("commit", nargs="?", help="record-commit: the commit")
     deploy.add_argument("--dry-run", action="store_true", help="print what would be done and stop")
-    deploy.add_argument("--email", default="", help="e-mail subscribed to promotion notifications")
+    deploy.add_argument("--email", default=None, help="e-mail subscribed to promotion notifications (omitted: keep the current one)")
     deploy.set_defaults(func=_cmd_deploy)
 
     local = commands.add_parser("local", help="the whole loop on this machine: up, approve, build, down")

@@ -89,6 +89,14 @@ class EndpointSpec(_Strict):
         return self
 
 
+class ApiSpec(_Strict):
+    """The model's API Lambda. Reserved concurrency both guarantees and caps the function's share of the
+    account's Lambda concurrency; new accounts often have a quota of 10, and Lambda keeps 100 unreserved,
+    so none is reserved unless a config asks (raise the quota first: see the README's deploy section)."""
+
+    reserved_concurrency: int | None = Field(default=None, ge=1, le=1000)
+
+
 class AlarmSpec(_Strict):
     model_latency_p90_ms: float
     invocation_5xx_errors: int
@@ -108,6 +116,7 @@ class ModelConfig(_Strict):
     validation: ValidationSpec
     registry: RegistrySpec
     endpoint: EndpointSpec = EndpointSpec()
+    api: ApiSpec = ApiSpec()
     alarms: AlarmSpec
 
     def parity_threshold(self, variant: str) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,10 @@ LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "i
 LAMBDA_DEPENDENCIES = ("aws-lambda-powertools[tracer]>=3.0", "pydantic>=2.6", "pyyaml>=6.0")
 
 
+TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's inline TemplateBody limit; TemplateURL allows 1 MB
+DEPLOYED_COMMIT_KEY = f"{PREFIX}/deploy/last-deployed-commit"
+
+
 @dataclass(frozen=True)
 class Facts:
     account: str
@@ -35,11 +40,13 @@ class Facts:
     stacks: dict  # stack name -> current template body (None if absent)
     objects: frozenset  # artifact bucket keys that exist
     models: tuple[str, ...]
+    bootstrap_outputs: dict = field(default_factory=dict)  # output key -> value, when the bootstrap stack exists
+    api_gateway_logging_role: str = ""  # the account's API Gateway CloudWatch role ("" when none is set)
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # deploy-stack | upload-lambda-code | upsert-pipeline
+    kind: str  # deploy-stack | upload-lambda-code | upload-template | upsert-pipeline
     target: str
     detail: dict = field(default_factory=dict)
 
@@ -49,6 +56,8 @@ class Action:
             return f"{verb} stack {self.target}"
         if self.kind == "upload-lambda-code":
             return f"upload Lambda code to s3://{self.detail['bucket']}/{self.target}"
+        if self.kind == "upload-template":
+            return f"upload template {self.detail['template']} to s3://{self.detail['bucket']}/{self.target}"
         return f"upsert SageMaker Pipeline for {self.target}"
 
 
@@ -56,17 +65,39 @@ def bucket_name(account: str, region: str) -> str:
     return f"{PREFIX}-{account}-{region}"
 
 
-def plan_deploy(facts: Facts, rendered: dict[str, str], code_key: str, notification_email: str = "") -> list[Action]:
+def template_key(name: str, body: str) -> str:
+    return f"{PREFIX}/templates/{Path(name).stem}-{hashlib.sha256(body.encode()).hexdigest()[:16]}.yaml"
+
+
+def manages_api_gateway_account(facts: Facts) -> bool:
+    """Set API Gateway's account-level CloudWatch role only where none is set, or where it is ours
+    already: never overwrite a role somebody else's APIs log through."""
+    current = facts.api_gateway_logging_role
+    return not current or f"role/{BOOTSTRAP_STACK}-ApiGatewayCloudWatchRole" in current
+
+
+def plan_deploy(facts: Facts, rendered: dict[str, str], code_key: str, notification_email: str | None = None) -> list[Action]:
+    """The stack calls that bring the account to `rendered`. Every stack call after the bootstrap's
+    first creation passes the bootstrap's DeployRole (resolved at execution from its outputs)."""
     bucket = bucket_name(facts.account, facts.region)
     actions = []
     if facts.stacks.get(BOOTSTRAP_STACK) != rendered["bootstrap.yaml"]:
-        actions.append(Action("deploy-stack", BOOTSTRAP_STACK, {"template": "bootstrap.yaml", "exists": BOOTSTRAP_STACK in facts.stacks, "parameters": {}}))
+        # The bootstrap creates the bucket, so its template goes inline (it stays far under the limit).
+        actions.append(Action("deploy-stack", BOOTSTRAP_STACK, {
+            "template": "bootstrap.yaml", "exists": BOOTSTRAP_STACK in facts.stacks,
+            "parameters": {"ManageApiGatewayAccount": "true" if manages_api_gateway_account(facts) else "false"}}))
     if code_key not in facts.objects:
         actions.append(Action("upload-lambda-code", code_key, {"bucket": bucket}))
-    parameters = {"ArtifactBucket": bucket, "LambdaCodeKey": code_key, "NotificationEmail": notification_email}
     if facts.stacks.get(SERVING_STACK) != rendered["serving.yaml"] or code_key not in facts.objects:
-        actions.append(Action("deploy-stack", SERVING_STACK, {"template": "serving.yaml", "exists": SERVING_STACK in facts.stacks,
-                                                              "parameters": parameters, "needs_kms_from": BOOTSTRAP_STACK}))
+        key = template_key("serving.yaml", rendered["serving.yaml"])
+        actions.append(Action("upload-template", key, {"bucket": bucket, "template": "serving.yaml"}))
+        parameters = {"ArtifactBucket": bucket, "LambdaCodeKey": code_key}
+        if notification_email is not None:  # absent: an existing subscription is kept (UsePreviousValue)
+            parameters["NotificationEmail"] = notification_email
+        actions.append(Action("deploy-stack", SERVING_STACK, {
+            "template": "serving.yaml", "exists": SERVING_STACK in facts.stacks, "parameters": parameters,
+            "template_url": f"https://{bucket}.s3.{facts.region}.amazonaws.com/{key}", "needs_outputs_from": BOOTSTRAP_STACK,
+            "keep_previous": ["NotificationEmail", "CorsAllowOrigin", "ApiRateLimit", "ApiBurstLimit", "ApiDailyQuota", "BakeSeconds", "PollSeconds"]}))
     actions += [Action("upsert-pipeline", model_id) for model_id in facts.models]
     return actions
 
@@ -104,6 +135,14 @@ def code_key_for(zip_bytes: bytes) -> str:
     return f"{PREFIX}/lambda/{hashlib.sha256(zip_bytes).hexdigest()[:16]}.zip"
 
 
+def stack_outputs(cloudformation, name: str) -> dict:
+    try:
+        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    except ClientError:
+        return {}
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
 def gather_facts(session, models: tuple[str, ...], code_key: str) -> Facts:
     account = session.client("sts").get_caller_identity()["Account"]
     cloudformation, s3 = session.client("cloudformation"), session.client("s3")
@@ -120,46 +159,79 @@ def gather_facts(session, models: tuple[str, ...], code_key: str) -> Facts:
         objects.add(code_key)
     except ClientError:
         pass
-    return Facts(account, session.region_name, stacks, frozenset(objects), models)
+    logging_role = session.client("apigateway").get_account().get("cloudwatchRoleArn", "")
+    return Facts(account, session.region_name, stacks, frozenset(objects), models, stack_outputs(cloudformation, BOOTSTRAP_STACK), logging_role)
+
+
+def pipeline_settings_from_stacks(session, env: dict | None = None):
+    """The pipeline's account settings from the deployed stacks' outputs (role ARNs are generated names: never guessed)."""
+    from pipeline.settings import PipelineSettings
+
+    cloudformation = session.client("cloudformation")
+    bootstrap, serving = stack_outputs(cloudformation, BOOTSTRAP_STACK), stack_outputs(cloudformation, SERVING_STACK)
+    if "PipelineRoleArn" not in serving:
+        raise RuntimeError(f"stack {SERVING_STACK} has no PipelineRoleArn output: run `clip-api deploy` first")
+    account = session.client("sts").get_caller_identity()["Account"]
+    return PipelineSettings.from_env({**(os.environ if env is None else env), "CLIP_API_ACCOUNT_ID": account, "CLIP_API_REGION": session.region_name,
+                                      "CLIP_API_BUCKET": bootstrap["ArtifactBucketName"], "CLIP_API_PIPELINE_ROLE_ARN": serving["PipelineRoleArn"]})
 
 
 def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str, str], log=print) -> None:
     cloudformation = session.client("cloudformation")
+    pipeline_settings = None
     for action in actions:
         log(f"- {action.describe()}")
         if action.kind == "upload-lambda-code":
             session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=zip_bytes)
+        elif action.kind == "upload-template":
+            session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=rendered[action.detail["template"]].encode())
         elif action.kind == "deploy-stack":
+            bootstrap = stack_outputs(cloudformation, BOOTSTRAP_STACK)
             parameters = dict(action.detail["parameters"])
-            if action.detail.get("needs_kms_from"):
-                outputs = cloudformation.describe_stacks(StackName=action.detail["needs_kms_from"])["Stacks"][0].get("Outputs", [])
-                parameters["KmsKeyArn"] = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "KmsKeyArn")
-            _deploy_stack(cloudformation, action.target, rendered[action.detail["template"]], parameters, action.detail["exists"])
+            if action.detail.get("needs_outputs_from"):
+                parameters["KmsKeyArn"] = bootstrap["KmsKeyArn"]
+            request = {"StackName": action.target, "Capabilities": ["CAPABILITY_IAM"],
+                       "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]}
+            if action.detail.get("exists"):
+                # The stack's current values, as read now (none is NoEcho), for what the caller did not set; a parameter
+                # the stack does not have yet takes its template default.
+                current = {p["ParameterKey"]: p.get("ParameterValue", "")
+                           for p in cloudformation.describe_stacks(StackName=action.target)["Stacks"][0].get("Parameters", [])}
+                request["Parameters"] += [{"ParameterKey": k, "ParameterValue": current[k]} for k in action.detail.get("keep_previous", [])
+                                          if k not in parameters and k in current]
+            if "template_url" in action.detail:
+                request["TemplateURL"] = action.detail["template_url"]
+            else:
+                request["TemplateBody"] = rendered[action.detail["template"]]
+            if "DeployRoleArn" in bootstrap:  # absent only while the bootstrap itself is first created (by an administrator)
+                request["RoleARN"] = bootstrap["DeployRoleArn"]
+            _deploy_stack(cloudformation, request, action.detail["exists"])
         elif action.kind == "upsert-pipeline":
             from clip_api.model_config import load_model_config
             from pipeline.aws import upsert_pipeline
-            from pipeline.settings import PipelineSettings
 
-            upsert_pipeline(load_model_config(action.target), PipelineSettings.from_env())
+            pipeline_settings = pipeline_settings or pipeline_settings_from_stacks(session)
+            upsert_pipeline(load_model_config(action.target), pipeline_settings)
 
 
-def _deploy_stack(cloudformation, name: str, body: str, parameters: dict, exists: bool) -> None:
-    request = {"StackName": name, "TemplateBody": body, "Capabilities": ["CAPABILITY_IAM"],
-               "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]}
+def _deploy_stack(cloudformation, request: dict, exists: bool) -> None:
     try:
         if exists:
             cloudformation.update_stack(**request)
-            cloudformation.get_waiter("stack_update_complete").wait(StackName=name)
+            cloudformation.get_waiter("stack_update_complete").wait(StackName=request["StackName"])
         else:
             cloudformation.create_stack(**request)
-            cloudformation.get_waiter("stack_create_complete").wait(StackName=name)
+            cloudformation.get_waiter("stack_create_complete").wait(StackName=request["StackName"])
     except ClientError as error:
         if "No updates are to be performed" not in str(error):
             raise
 
 
-def deploy(session, models: tuple[str, ...], dry_run: bool = False, notification_email: str = "", vendor_dependencies: bool = True, log=print) -> list[Action]:
-    rendered = {name: render(template) for name, template in templates().items()}
+def deploy(session, models: tuple[str, ...], dry_run: bool = False, notification_email: str | None = None, vendor_dependencies: bool = True,
+           log=print, configs=None) -> list[Action]:
+    rendered = {name: render(template) for name, template in templates(configs).items()}
+    if len(rendered["bootstrap.yaml"].encode()) > TEMPLATE_BODY_LIMIT:
+        raise RuntimeError(f"bootstrap.yaml is over CloudFormation's {TEMPLATE_BODY_LIMIT}-byte inline limit")
     zip_bytes = build_lambda_zip(vendor_dependencies)
     code_key = code_key_for(zip_bytes)
     actions = plan_deploy(gather_facts(session, models, code_key), rendered, code_key, notification_email)
@@ -169,3 +241,18 @@ def deploy(session, models: tuple[str, ...], dry_run: bool = False, notification
     if not dry_run:
         execute(actions, session, zip_bytes, rendered, log)
     return actions
+
+
+def last_deployed_commit(session) -> str:
+    """The commit whose deploy (stacks and pipeline starts) last finished, "" before the first."""
+    account = session.client("sts").get_caller_identity()["Account"]
+    try:
+        body = session.client("s3").get_object(Bucket=bucket_name(account, session.region_name), Key=DEPLOYED_COMMIT_KEY)["Body"].read()
+    except ClientError:
+        return ""
+    return body.decode().strip()
+
+
+def record_deployed_commit(session, commit: str) -> None:
+    account = session.client("sts").get_caller_identity()["Account"]
+    session.client("s3").put_object(Bucket=bucket_name(account, session.region_name), Key=DEPLOYED_COMMIT_KEY, Body=commit.encode())

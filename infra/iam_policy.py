@@ -1057,6 +1057,8 @@ def call_requests(call: Call, deployment: Deployment | None = None) -> list[Requ
         if p.get("TemplateURL"):
             requests.extend(_template_url_requests(p["TemplateURL"], deployment))
         return requests
+    if s == "apigateway" and op == "GetAccount":
+        return [Request("apigateway:GET", f"arn:{PARTITION}:apigateway:{REGION}::/account", why=op)]
     if s == "stepfunctions":
         for key in ("stateMachineArn", "executionArn"):
             if key in p:

@@ -11,12 +11,14 @@ Regenerate with `clip-api infra render`; a test fails when the committed files d
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import yaml
 
 from clip_api.model_config import ModelConfig, load_all_model_configs
+from infra.deploy_role import deploy_role_statements
 from promotion.events import approval_event_pattern
 from promotion.pointer import KEY as POINTER_KEY
 from promotion.pointer import TABLE_ENV as POINTER_TABLE_ENV
@@ -79,7 +81,8 @@ LOGS_STATEMENT = allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:Put
 XRAY_STATEMENT = allow(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*", sid="XRayHasNoResourceLevelPermissions")
 
 
-def lambda_function(description: str, handler: str, role_name: str, environment: dict, memory: int = 512, timeout: int = 30, concurrency: int = 50) -> dict:
+def lambda_function(description: str, handler: str, role_name: str, environment: dict, memory: int = 512, timeout: int = 30,
+                    concurrency: int | None = None) -> dict:
     resource = {
         "Type": "AWS::Lambda::Function",
         "Properties": {
@@ -91,14 +94,18 @@ def lambda_function(description: str, handler: str, role_name: str, environment:
             "Role": getatt(role_name, "Arn"),
             "MemorySize": memory,
             "Timeout": timeout,
-            "ReservedConcurrentExecutions": concurrency,
             "TracingConfig": {"Mode": "Active"},
             "KmsKeyArn": ref("KmsKeyArn"),
             "Environment": {"Variables": {"POWERTOOLS_METRICS_NAMESPACE": "ClipEmbeddingApi", "LOG_LEVEL": "INFO", **environment}},
         },
     }
+    reasons = []
+    if concurrency:
+        resource["Properties"]["ReservedConcurrentExecutions"] = concurrency
+    else:
+        reasons.append(("CKV_AWS_115", "no reserved concurrency by default: new accounts' quotas cannot hold it; a model config may set api.reserved_concurrency"))
     return checkov_skip(
-        resource,
+        resource, *reasons,
         ("CKV_AWS_116", "invoked synchronously (API Gateway, Step Functions): errors return to the caller, a DLQ would never receive them"),
         ("CKV_AWS_117", "calls only AWS service APIs; no private network resources to reach, so no VPC"),
     )
@@ -107,8 +114,38 @@ def lambda_function(description: str, handler: str, role_name: str, environment:
 def bootstrap_template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "clip-embedding-api bootstrap: KMS key and the encrypted artifact bucket",
+        "Description": "clip-embedding-api bootstrap: KMS key, the encrypted artifact bucket, CloudFormation's deploy role, API Gateway's logging role",
+        "Parameters": {
+            "ManageApiGatewayAccount": {
+                "Type": "String", "AllowedValues": ["true", "false"], "Default": "true",
+                "Description": "set API Gateway's account-level CloudWatch role for this region (false: the account already has one; clip-api deploy decides)"},
+        },
+        "Conditions": {"ManagesApiGatewayAccount": {"Fn::Equals": [ref("ManageApiGatewayAccount"), "true"]}},
         "Resources": {
+            # CloudFormation's service role: every later stack create/update acts with it (clip-api deploy passes it).
+            "DeployRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Description": "CloudFormation: deploy the clip-embedding-api stacks",
+                    "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                        "Effect": "Allow", "Principal": {"Service": "cloudformation.amazonaws.com"}, "Action": "sts:AssumeRole",
+                        "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]},
+                    "Policies": [policy("deploy-clip-embedding-api", deploy_role_statements())],
+                },
+            },
+            # Stage logging needs the account-level CloudWatch role of API Gateway (one per account and region).
+            "ApiGatewayCloudWatchRole": {
+                "Type": "AWS::IAM::Role", "Condition": "ManagesApiGatewayAccount",
+                "Properties": {
+                    "Description": "API Gateway: push access and execution logs to CloudWatch Logs (account setting)",
+                    "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                        "Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"}, "Action": "sts:AssumeRole",
+                        "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]},
+                    "ManagedPolicyArns": [sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs")],
+                },
+            },
+            "ApiGatewayAccount": {"Type": "AWS::ApiGateway::Account", "Condition": "ManagesApiGatewayAccount",
+                                  "Properties": {"CloudWatchRoleArn": getatt("ApiGatewayCloudWatchRole", "Arn")}},
             "Key": {
                 "Type": "AWS::KMS::Key",
                 "Properties": {
@@ -152,8 +189,11 @@ def bootstrap_template() -> dict:
                     "PublicAccessBlockConfiguration": _public_access_block(),
                     "VersioningConfiguration": {"Status": "Enabled"},
                     "LoggingConfiguration": {"DestinationBucketName": ref("AccessLogBucket"), "LogFilePrefix": "artifacts/"},
-                    "LifecycleConfiguration": {"Rules": [{"Id": "expire-old-pipeline-runs", "Status": "Enabled", "Prefix": f"{PREFIX}/pipelines/", "ExpirationInDays": 180,
-                                                          "NoncurrentVersionExpiration": {"NoncurrentDays": 30}}]},
+                    # Registered model.tar.gz files live under pipelines/ and must outlive their model package:
+                    # nothing current ever expires; only overwritten or deleted versions and broken uploads do.
+                    "LifecycleConfiguration": {"Rules": [{"Id": "expire-replaced-versions", "Status": "Enabled", "Prefix": "",
+                                                          "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                                                          "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]},
                 },
             },
             "ArtifactBucketPolicy": {
@@ -170,6 +210,7 @@ def bootstrap_template() -> dict:
         "Outputs": {
             "ArtifactBucketName": {"Value": ref("ArtifactBucket"), "Export": {"Name": f"{PREFIX}-artifact-bucket"}},
             "KmsKeyArn": {"Value": getatt("Key", "Arn"), "Export": {"Name": f"{PREFIX}-kms-key-arn"}},
+            "DeployRoleArn": {"Value": getatt("DeployRole", "Arn"), "Export": {"Name": f"{PREFIX}-deploy-role-arn"}},
         },
     }
 
@@ -201,6 +242,8 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         "PollSeconds": {"Type": "Number", "Default": 30, "MinValue": 0},
     }
     conditions = {"HasEmail": {"Fn::Not": [{"Fn::Equals": [ref("NotificationEmail"), ""]}]}}
+    conditions["HasCors"] = {"Fn::Not": [{"Fn::Equals": [ref("CorsAllowOrigin"), ""]}]}
+    conditions["NoCors"] = {"Fn::Equals": [ref("CorsAllowOrigin"), ""]}
     bucket_arn = sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}")
     objects_arn = sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}/*")
     endpoint_arn = sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:endpoint/clip-*")
@@ -260,7 +303,8 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         name = f"{PREFIX}-{model.model_id}"
         env = {"MODEL_ID": model.model_id, POINTER_TABLE_ENV: ref("ServingPointerTable"), "SERVED_MODELS": ",".join(m.model_id for m in served),
                "CORS_ALLOW_ORIGIN": ref("CorsAllowOrigin"), "POWERTOOLS_SERVICE_NAME": name}
-        function = lambda_function(f"{model.description}: public API", "embedding_api.app.handler", "ApiFunctionRole", env, concurrency=100)
+        function = lambda_function(f"{model.description}: public API", "embedding_api.app.handler", "ApiFunctionRole", env,
+                                   concurrency=model.api.reserved_concurrency)
         function["Properties"]["FunctionName"] = name
         resources[f"{logical(model)}ApiFunction"] = function
         for metric in ("Errors", "Throttles"):
@@ -281,13 +325,13 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
     resources["PlannerFunction"] = lambda_function(
         "clip-embedding-api: plan a promotion", "promotion_planner.app.handler", "PlannerRole",
         {"MODEL_EXECUTION_ROLE_ARN": getatt("ModelExecutionRole", "Arn"), "TOPIC_ARN": ref("Topic"), POINTER_TABLE_ENV: ref("ServingPointerTable"),
-         "BAKE_SECONDS": ref("BakeSeconds"), "POLL_SECONDS": ref("PollSeconds"), "POWERTOOLS_SERVICE_NAME": "clip-promotion-planner"}, concurrency=5)
+         "BAKE_SECONDS": ref("BakeSeconds"), "POLL_SECONDS": ref("PollSeconds"), "POWERTOOLS_SERVICE_NAME": "clip-promotion-planner"})
     resources["PlannerFunction"]["Properties"]["FunctionName"] = PLANNER_FUNCTION
     resources["SmokeTestRole"] = role("lambda.amazonaws.com", [policy("smoke-test", [
         allow(["s3:GetObject"], objects_arn), allow(["sagemaker:InvokeEndpoint"], endpoint_arn), kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion smoke test: invoke the new endpoint")
     resources["SmokeTestFunction"] = lambda_function("clip-embedding-api: smoke-test a new endpoint", "smoke_test.app.handler", "SmokeTestRole",
-                                                     {"POWERTOOLS_SERVICE_NAME": "clip-smoke-test"}, timeout=120, concurrency=5)
+                                                     {"POWERTOOLS_SERVICE_NAME": "clip-smoke-test"}, timeout=120)
     resources["SmokeTestFunction"]["Properties"]["FunctionName"] = SMOKE_TEST_FUNCTION
 
     sagemaker_arn = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
@@ -360,28 +404,37 @@ def _add_rest_api(resources: dict, served: list[ModelConfig]) -> None:
     routes = [(f"{logical(m)}Route", m.route, f"{logical(m)}ApiFunction", ref("Api"), getatt("Api", "RootResourceId")) for m in served]
     resources["V1Resource"] = {"Type": "AWS::ApiGateway::Resource", "Properties": {"RestApiId": ref("Api"), "ParentId": getatt("Api", "RootResourceId"), "PathPart": "v1"}}
     routes.append(("OpenAiRoute", "embeddings", f"{logical(served[0])}ApiFunction", ref("Api"), ref("V1Resource")))
-    methods = []
+    methods: dict[str, list[str]] = {"POST": [], "OPTIONS": []}
     for name, path, function, api, parent in routes:
         resources[f"{name}Resource"] = {"Type": "AWS::ApiGateway::Resource", "Properties": {"RestApiId": api, "ParentId": parent, "PathPart": path}}
         for verb, key_required in (("POST", True), ("OPTIONS", False)):  # OPTIONS: CORS preflight carries no API key
             method = f"{name}{verb.capitalize()}"
-            resources[method] = checkov_skip({
-                "Type": "AWS::ApiGateway::Method",
-                "Properties": {
-                    "RestApiId": api, "ResourceId": ref(f"{name}Resource"), "HttpMethod": verb, "ApiKeyRequired": key_required,
-                    "AuthorizationType": "NONE",
-                    "Integration": {"Type": "AWS_PROXY", "IntegrationHttpMethod": "POST", "TimeoutInMillis": 29000,
-                                    "Uri": sub(f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2015-03-31/functions/${{{function}.Arn}}/invocations")},
-                },
-            }, ("CKV_AWS_59", "access is controlled by API keys with a usage plan (throttle and quota), as the public contract specifies"))
-            methods.append(method)
+            proxy = {"Type": "AWS_PROXY", "IntegrationHttpMethod": "POST", "TimeoutInMillis": 29000,
+                     "Uri": sub(f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2015-03-31/functions/${{{function}.Arn}}/invocations")}
+            properties = {"RestApiId": api, "ResourceId": ref(f"{name}Resource"), "HttpMethod": verb, "ApiKeyRequired": key_required,
+                          "AuthorizationType": "NONE", "Integration": proxy}
+            resources[method] = checkov_skip({"Type": "AWS::ApiGateway::Method", "Properties": properties},
+                                             ("CKV_AWS_59", "access is controlled by API keys with a usage plan (throttle and quota), as the public contract specifies"))
+            if verb == "OPTIONS":
+                # Without CORS (CorsAllowOrigin empty) there is no OPTIONS method: an unauthenticated request never reaches the function.
+                resources[method]["Condition"] = "HasCors"
+            methods[verb].append(method)
         resources[f"{name}Permission"] = {"Type": "AWS::Lambda::Permission", "Properties": {
             "Action": "lambda:InvokeFunction", "FunctionName": ref(function), "Principal": "apigateway.amazonaws.com",
             "SourceArn": sub("arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${Api}/*/*/*")}}
-    resources["ApiDeployment"] = {"Type": "AWS::ApiGateway::Deployment", "DependsOn": methods, "Properties": {"RestApiId": ref("Api")}}
+    # A Deployment is a snapshot: CloudFormation makes a new one only for a new logical id. Naming it after
+    # the routes and methods it snapshots makes every change to them reach the stage.
+    # One Deployment per CORS setting, since the OPTIONS methods exist only with CORS.
+    snapshot = {name: resources[name] for name in sorted(resources) if resources[name]["Type"] in ("AWS::ApiGateway::Resource", "AWS::ApiGateway::Method")}
+    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:12]
+    deployment, cors_deployment = f"ApiDeployment{digest}", f"ApiDeploymentWithCors{digest}"
+    resources[deployment] = {"Type": "AWS::ApiGateway::Deployment", "Condition": "NoCors", "DependsOn": methods["POST"],
+                             "Properties": {"RestApiId": ref("Api")}}
+    resources[cors_deployment] = {"Type": "AWS::ApiGateway::Deployment", "Condition": "HasCors", "DependsOn": methods["POST"] + methods["OPTIONS"],
+                                  "Properties": {"RestApiId": ref("Api")}}
     resources["ApiAccessLogs"] = {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": 365, "KmsKeyId": ref("KmsKeyArn")}}
     resources["ApiStage"] = checkov_skip({"Type": "AWS::ApiGateway::Stage", "Properties": {
-        "RestApiId": ref("Api"), "DeploymentId": ref("ApiDeployment"), "StageName": "prod", "TracingEnabled": True,
+        "RestApiId": ref("Api"), "DeploymentId": {"Fn::If": ["HasCors", ref(cors_deployment), ref(deployment)]}, "StageName": "prod", "TracingEnabled": True,
         "AccessLogSetting": {"DestinationArn": getatt("ApiAccessLogs", "Arn"),
                              "Format": '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","apiKeyId":"$context.identity.apiKeyId",'
                                        '"path":"$context.path","status":"$context.status","latency":"$context.responseLatency"}'},
@@ -420,10 +473,14 @@ def cicd_template() -> dict:
               sub("arn:${AWS::Partition}:ecr:${AWS::Region}:" + DLC_ACCOUNT + ":repository/pytorch-training")),
         # OutputArtifactFormat CODEBUILD_CLONE_REF: CodeBuild clones through the connection with its own role.
         allow(["codestar-connections:UseConnection", "codeconnections:UseConnection"], ref("ConnectionArn")),
-        allow(["cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:DescribeStacks", "cloudformation:CreateChangeSet",
-               "cloudformation:DescribeChangeSet", "cloudformation:ExecuteChangeSet", "cloudformation:GetTemplate"],
+        allow(["cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents",
+               "cloudformation:GetTemplate"],
               sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/" + PREFIX + "-*/*")),
-        allow(["iam:PassRole"], ref("DeployRoleArn")),
+        # clip-api deploy passes CloudFormation's service role on every stack call: CloudFormation acts with it, not with this role.
+        {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PREFIX + "-bootstrap-DeployRole-*")),
+         "Condition": {"StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}}},
+        # The prerequisite check of clip-api deploy: does the account already have API Gateway's CloudWatch role?
+        allow(["apigateway:GET"], sub("arn:${AWS::Partition}:apigateway:${AWS::Region}::/account")),
         # `clip-api deploy` upserts each model's SageMaker Pipeline with the serving stack's PipelineRole.
         {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PREFIX + "-serving-PipelineRole-*")),
          "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
@@ -446,7 +503,6 @@ def cicd_template() -> dict:
             "RepositoryId": {"Type": "String", "Description": "owner/repository"},
             "BranchName": {"Type": "String", "Default": "main"},
             "KmsKeyArn": {"Type": "String", "Description": "bootstrap stack's KMS key"},
-            "DeployRoleArn": {"Type": "String", "Description": "CloudFormation service role CodeBuild passes when deploying the serving stack"},
         },
         "Resources": {
             "PipelineArtifacts": {"Type": "AWS::S3::Bucket", "Properties": {
@@ -468,8 +524,7 @@ def cicd_template() -> dict:
                 "Source": {"Type": "CODEPIPELINE", "BuildSpec": "buildspec.yml"},
                 "TimeoutInMinutes": 120,
                 "Environment": {"Type": "LINUX_CONTAINER", "ComputeType": "BUILD_GENERAL1_LARGE", "Image": "aws/codebuild/standard:7.0",
-                                "PrivilegedMode": True,  # docker build of the serving and processing images
-                                "EnvironmentVariables": [{"Name": "CLIP_API_DEPLOY_ROLE_ARN", "Value": ref("DeployRoleArn")}]},
+                                "PrivilegedMode": True},  # docker build of the serving and processing images
             }},
             "PipelineRole": pipeline_role,
             "Pipeline": {"Type": "AWS::CodePipeline::Pipeline", "Properties": {
@@ -500,8 +555,9 @@ def render(template: dict) -> str:
     return header + yaml.dump(template, Dumper=_NoAliases, sort_keys=False, width=140)
 
 
-def templates() -> dict[str, dict]:
-    return {"bootstrap.yaml": bootstrap_template(), "serving.yaml": serving_template(load_all_model_configs()), "cicd.yaml": cicd_template()}
+def templates(configs: list[ModelConfig] | None = None) -> dict[str, dict]:
+    configs = load_all_model_configs() if configs is None else configs
+    return {"bootstrap.yaml": bootstrap_template(), "serving.yaml": serving_template(configs), "cicd.yaml": cicd_template()}
 
 
 def write_all(directory: Path = INFRA_DIR) -> list[Path]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-BUILD_CODE = ("model_build/", "inference_code/", "pipeline/", "configs/open_clip/", "pyproject.toml")
+# Everything the processing image runs: a change here can change what any model's build produces.
+BUILD_CODE = ("model_build/", "inference_code/", "pipeline/", "clip_api/", "configs/open_clip/", "pyproject.toml")
 
 
 def changed_models(changed_paths: list[str], model_ids: list[str]) -> list[str]:

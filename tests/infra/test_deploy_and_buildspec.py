@@ -10,14 +10,25 @@ import boto3
 import yaml
 
 from clip_api.cli import build_parser
-from infra.deploy import BOOTSTRAP_STACK, SERVING_STACK, Facts, deploy, plan_deploy
+from infra.deploy import (
+    BOOTSTRAP_STACK,
+    SERVING_STACK,
+    TEMPLATE_BODY_LIMIT,
+    Facts,
+    deploy,
+    manages_api_gateway_account,
+    plan_deploy,
+    stack_outputs,
+    template_key,
+)
+from infra.templates import render
 
 REPO_ROOT = Path(__file__).parents[2]
 RENDERED = {"bootstrap.yaml": "B", "serving.yaml": "S", "cicd.yaml": "C"}
 
 
-def facts(stacks=None, objects=()):
-    return Facts("111122223333", "eu-west-1", stacks or {}, frozenset(objects), ("clip-vit-b-32",))
+def facts(stacks=None, objects=(), logging_role=""):
+    return Facts("111122223333", "eu-west-1", stacks or {}, frozenset(objects), ("clip-vit-b-32",), {}, logging_role)
 
 
 def test_plan_from_an_empty_account():
@@ -25,9 +36,15 @@ def test_plan_from_an_empty_account():
     assert [a.describe() for a in actions] == [
         f"create stack {BOOTSTRAP_STACK}",
         "upload Lambda code to s3://clip-embedding-api-111122223333-eu-west-1/code/abc.zip",
+        f"upload template serving.yaml to s3://clip-embedding-api-111122223333-eu-west-1/{template_key('serving.yaml', 'S')}",
         f"create stack {SERVING_STACK}",
         "upsert SageMaker Pipeline for clip-vit-b-32",
     ]
+    serving = actions[3].detail
+    assert serving["template_url"] == f"https://clip-embedding-api-111122223333-eu-west-1.s3.eu-west-1.amazonaws.com/{template_key('serving.yaml', 'S')}"
+    assert "NotificationEmail" not in serving["parameters"]  # not given: an existing subscription is kept, never blanked
+    assert "NotificationEmail" in serving["keep_previous"]
+    assert actions[0].detail["parameters"] == {"ManageApiGatewayAccount": "true"}
 
 
 def test_plan_when_everything_is_current_only_upserts_pipelines():
@@ -36,21 +53,127 @@ def test_plan_when_everything_is_current_only_upserts_pipelines():
 
 
 def test_plan_updates_serving_when_code_changed():
-    actions = plan_deploy(facts({BOOTSTRAP_STACK: "B", SERVING_STACK: "S"}, {"code/old.zip"}), RENDERED, "code/new.zip")
-    assert [a.describe() for a in actions][:2] == ["upload Lambda code to s3://clip-embedding-api-111122223333-eu-west-1/code/new.zip",
+    actions = plan_deploy(facts({BOOTSTRAP_STACK: "B", SERVING_STACK: "S"}, {"code/old.zip"}), RENDERED, "code/new.zip", notification_email="ops@example.com")
+    assert [a.describe() for a in actions][:3] == ["upload Lambda code to s3://clip-embedding-api-111122223333-eu-west-1/code/new.zip",
+                                                   f"upload template serving.yaml to s3://clip-embedding-api-111122223333-eu-west-1/{template_key('serving.yaml', 'S')}",
                                                    f"update stack {SERVING_STACK}"]
+    assert actions[2].detail["parameters"]["NotificationEmail"] == "ops@example.com"
+
+
+def test_the_api_gateway_account_role_is_set_only_where_none_or_ours_is():
+    ours = f"arn:aws:iam::111122223333:role/{BOOTSTRAP_STACK}-ApiGatewayCloudWatchRole-ABC123"
+    assert manages_api_gateway_account(facts(logging_role=""))
+    assert manages_api_gateway_account(facts(logging_role=ours))
+    assert not manages_api_gateway_account(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"))
+    plan = plan_deploy(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"), RENDERED, "code/abc.zip")
+    assert plan[0].detail["parameters"] == {"ManageApiGatewayAccount": "false"}
+
+
+class StackCalls:
+    """The CreateStack/UpdateStack requests a deploy makes (what a real CloudFormation receives)."""
+
+    def __init__(self, session):
+        self.calls = []
+        for name in ("CreateStack", "UpdateStack"):
+            session.events.register(f"provide-client-params.cloudformation.{name}", self._record)
+
+    def _record(self, params, **_):
+        self.calls.append(dict(params))
 
 
 def test_deploy_is_idempotent_under_moto(aws_env, moto_aws, capsys, tmp_path):
     session = boto3.Session(region_name="us-east-1")
+    calls = StackCalls(session)
     dry = deploy(session, ("clip-tiny",), dry_run=True, vendor_dependencies=False, log=lambda _: None)
-    assert [a.kind for a in dry][:3] == ["deploy-stack", "upload-lambda-code", "deploy-stack"]
+    assert [a.kind for a in dry][:4] == ["deploy-stack", "upload-lambda-code", "upload-template", "deploy-stack"]
     assert not session.client("cloudformation").list_stacks()["StackSummaries"]  # dry run changed nothing
     first = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
-    assert [a.kind for a in first] == ["deploy-stack", "upload-lambda-code", "deploy-stack", "upsert-pipeline"]
+    assert [a.kind for a in first] == ["deploy-stack", "upload-lambda-code", "upload-template", "deploy-stack", "upsert-pipeline"]
     second = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
     assert [a.kind for a in second] == ["upsert-pipeline"]
-    assert session.client("sagemaker").describe_pipeline(PipelineName="clip-embedding-api-clip-tiny")["PipelineArn"]
+    pipeline = session.client("sagemaker").describe_pipeline(PipelineName="clip-embedding-api-clip-tiny")
+    serving_outputs = stack_outputs(session.client("cloudformation"), SERVING_STACK)
+    assert pipeline["RoleArn"] == serving_outputs["PipelineRoleArn"]  # from the stack's output, not a guessed name
+
+    bootstrap_call, serving_call = calls.calls
+    assert "RoleARN" not in bootstrap_call  # the very first bootstrap is created by the administrator's own credentials
+    deploy_role = stack_outputs(session.client("cloudformation"), BOOTSTRAP_STACK)["DeployRoleArn"]
+    assert serving_call["RoleARN"] == deploy_role  # CloudFormation acts with its service role, not with the caller's
+    assert "TemplateURL" in serving_call and "TemplateBody" not in serving_call
+
+
+def test_a_changed_bootstrap_is_updated_with_the_deploy_role(aws_env, moto_aws, monkeypatch):
+    import infra.deploy as deploy_module
+
+    session = boto3.Session(region_name="us-east-1")
+    deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
+    calls = StackCalls(session)
+    original = deploy_module.templates
+
+    def changed_bootstrap(configs=None):
+        rendered = original(configs)
+        rendered["bootstrap.yaml"]["Description"] += " (changed)"
+        return rendered
+
+    monkeypatch.setattr(deploy_module, "templates", changed_bootstrap)
+    deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
+    assert [c["StackName"] for c in calls.calls] == [BOOTSTRAP_STACK]
+    assert calls.calls[0]["RoleARN"] == stack_outputs(session.client("cloudformation"), BOOTSTRAP_STACK)["DeployRoleArn"]
+
+
+def ten_model_configs(tmp_path) -> list:
+    from clip_api.model_config import load_all_model_configs, load_model_config
+
+    tiny = (REPO_ROOT / "configs" / "models" / "clip-tiny.yaml").read_text()
+    for index in range(10):
+        model_id = f"clip-model-number-{index:02d}-with-a-long-name"
+        (tmp_path / f"{model_id}.yaml").write_text(tiny.replace("model_id: clip-tiny", f"model_id: {model_id}")
+                                                   .replace("route: tiny", f"route: m{index}").replace("demo_only: true", "demo_only: false")
+                                                   .replace("model_package_group: clip-tiny", f"model_package_group: {model_id}"))
+    configs = load_all_model_configs(tmp_path)
+    assert len(configs) == 10 and load_model_config(configs[0].model_id, tmp_path)
+    return configs
+
+
+def test_ten_models_fit_every_limit_and_deploy_through_the_bucket(aws_env, moto_aws, tmp_path):
+    from infra.templates import serving_template
+    from promotion.plan import alarm_names, resource_name
+
+    configs = ten_model_configs(tmp_path)
+    body = render(serving_template(configs))
+    assert TEMPLATE_BODY_LIMIT < len(body.encode()) < 1_000_000  # only TemplateURL can carry it
+    for config in configs:
+        name = resource_name(config.model_id, 99_999)
+        assert len(name) <= 63  # SageMaker model, endpoint config and endpoint names
+        assert all(len(alarm) <= 255 for alarm in alarm_names(config, name))
+        assert len(f"clip-embedding-api-{config.model_id}") <= 64  # Lambda function names
+    session = boto3.Session(region_name="us-east-1")
+    calls = StackCalls(session)
+    deploy(session, (), vendor_dependencies=False, log=lambda _: None, configs=configs)  # the stacks; pipelines are per model and tested above
+    serving = next(c for c in calls.calls if c["StackName"] == SERVING_STACK)
+    assert "TemplateURL" in serving
+    functions = {f["FunctionName"] for f in session.client("lambda").list_functions()["Functions"]}
+    assert {f"clip-embedding-api-{c.model_id}" for c in configs} <= functions
+
+
+def test_a_stack_update_does_not_change_which_endpoint_serves(aws_env, moto_aws, tmp_path):
+    """The pointer belongs to the promotion workflow: updating the stack (a new model, a new setting) leaves it alone."""
+    from clip_api.model_config import load_model_config
+    from infra.templates import POINTER_TABLE
+    from promotion.pointer import ServingPointer, read_pointer
+
+    session = boto3.Session(region_name="us-east-1")
+    tiny = load_model_config("clip-tiny")
+    deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny.model_copy(update={"demo_only": False})])
+    dynamodb = session.client("dynamodb")
+    promoted = ServingPointer("clip-tiny", "clip-clip-tiny-v3", 3, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/3")
+    dynamodb.put_item(TableName=POINTER_TABLE, Item=promoted.to_item())  # what SwitchTraffic writes
+    configs = [tiny.model_copy(update={"demo_only": False}), *ten_model_configs(tmp_path)[:1]]
+    actions = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=configs, notification_email="ops@example.com")
+    assert f"update stack {SERVING_STACK}" in [a.describe() for a in actions]
+    assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == promoted
+    env = session.client("lambda").get_function_configuration(FunctionName="clip-embedding-api-clip-tiny")["Environment"]["Variables"]
+    assert not any("ENDPOINT" in key for key in env)  # nothing a stack owns names the serving endpoint
 
 
 def test_lambda_zip_holds_the_handlers_and_configs():
@@ -85,9 +208,17 @@ def test_buildspec_parses_and_its_repo_commands_exist():
         for line in command.splitlines():
             if ".venv/bin/clip-api" in line:
                 words = shlex.split(line.strip().split(".venv/bin/clip-api", 1)[1].split(")")[0].split(";")[0])
-                sub = subcommands[words[0]]
-                choices = next((a.choices for a in sub._actions if a.dest == "action"), None)
-                if choices:
-                    assert words[1] in choices
+                assert words[0] in subcommands
+                parser.parse_args([re.sub(r"\$\w+", "X", word) for word in words])  # exits (fails the test) on an unknown verb or option
         for path in re.findall(r"-f (\S+Dockerfile)", command):
             assert (REPO_ROOT / path).is_file(), path
+
+
+def test_buildspec_changes_the_account_only_after_everything_before_succeeded():
+    spec = yaml.safe_load((REPO_ROOT / "buildspec.yml").read_text())
+    assert "post_build" not in spec["phases"]  # post_build runs even when the build failed
+    build = "\n".join(spec["phases"]["build"]["commands"])
+    assert build.index("clip-api deploy\n") < build.index("pipeline changed") < build.index("deploy record-commit")
+    assert "HEAD~1" not in build and '--base "$DEPLOYED_BASE"' in build  # every commit since the last finished deploy
+    assert "deploy last-commit" in build
+    assert "--email" not in build  # an e-mail subscription made by a person is never blanked by CI

@@ -230,25 +230,35 @@ def codebuild_environment(deployment: Deployment) -> dict:
             "CLIP_API_SERVING_IMAGE": f"{registry}/clip-embedding-api-serve:abc1234", "CLIP_API_PROCESSING_IMAGE": f"{registry}/clip-embedding-api-build:abc1234"}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 items 1-2 (the lead's part): deploy passes no CloudFormation service role, "
-                                       "and upserts pipelines with a guessed role ARN instead of the serving stack's PipelineRoleArn output")
 def test_the_codebuild_role_allows_every_call_of_deploy_and_pipeline_start(deployment, moto_aws, every_session_recorded, monkeypatch):
     """`clip-api deploy` and `clip-api pipeline start` as CodeBuild runs them, every call checked against the
     CodeBuild role; CloudFormation must act through a service role, which the caller may pass."""
+    import infra.deploy as deploy_module
     from clip_api.model_config import load_model_config
-    from infra.deploy import deploy
+    from infra.deploy import deploy, pipeline_settings_from_stacks
     from pipeline.aws import start_pipeline
-    from pipeline.settings import PipelineSettings
 
     monkeypatch.delenv("CLIP_API_BUCKET", raising=False)
     for key, value in codebuild_environment(deployment).items():
         monkeypatch.setenv(key, value)
     session = boto3.Session(region_name=REGION)
+    # The administrator's first deploy (README "Deploy to AWS"): the bootstrap, and with it the deploy role, exist before CI runs.
     deploy(session, ("clip-vit-b-32",), vendor_dependencies=False, log=lambda _: None)
-    start_pipeline(load_model_config("clip-vit-b-32"), PipelineSettings.from_env())
+    every_session_recorded.calls.clear()
+    original = deploy_module.templates
+
+    def a_push_that_changes_both_stacks(configs=None):
+        rendered = original(configs)
+        for template in rendered.values():
+            template["Description"] += " (changed by a push)"
+        return rendered
+
+    monkeypatch.setattr(deploy_module, "templates", a_push_that_changes_both_stacks)
+    deploy(session, ("clip-vit-b-32",), vendor_dependencies=False, log=lambda _: None)
+    start_pipeline(load_model_config("clip-vit-b-32"), pipeline_settings_from_stacks(session))
     calls = every_session_recorded.calls
     operations = {c.operation for c in calls}
-    assert {"CreateStack", "CreatePipeline", "StartPipelineExecution"} <= operations, operations
+    assert {"UpdateStack", "UpdatePipeline", "StartPipelineExecution"} <= operations, operations
     # Without RoleARN CloudFormation creates every resource with CodeBuild's own rights (roles, keys, functions...).
     unrouted = [f"{c.operation} {c.params.get('StackName')} passes no CloudFormation service role (RoleARN)"
                 for c in calls if c.operation in ("CreateStack", "UpdateStack", "CreateChangeSet") and not c.params.get("RoleARN")]
