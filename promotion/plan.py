@@ -13,6 +13,7 @@ from clip_api.model_config import ModelConfig
 from promotion.pointer import ServingPointer
 
 METRICS_NAMESPACE = "ClipEmbeddingApi"
+METRICS_SERVICE = "clip-embedding-api"  # the `service` dimension of every API metric (lambda/embedding_api/app.py)
 _NAME_LIMIT = 63
 
 
@@ -105,9 +106,10 @@ def alarm_specs(config: ModelConfig, endpoint: str, topic_arn: str) -> list[dict
         alarm("invocation-4xx", "Invocation4XXErrors", alarms.invocation_4xx_errors, "Sum"),
         alarm("model-latency-p90", "ModelLatency", alarms.model_latency_p90_ms * 1000, "p90"),
         alarm("model-setup-time", "ModelSetupTime", alarms.model_setup_time_ms * 1000, "Maximum"),
-        # Serverless endpoints publish no throttle metric of their own: the API Lambda counts them.
+        # Serverless endpoints publish no throttle metric of their own: the API Lambda counts them, with
+        # exactly these dimensions (Powertools adds `service`; an alarm on `model` alone would see no data).
         alarm("throttles", "Throttles", alarms.throttles, "Sum", namespace=METRICS_NAMESPACE,
-              dims=[{"Name": "model", "Value": config.model_id}]),
+              dims=[{"Name": "model", "Value": config.model_id}, {"Name": "service", "Value": METRICS_SERVICE}]),
     ]
 
 

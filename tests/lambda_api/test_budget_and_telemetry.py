@@ -242,3 +242,22 @@ def test_without_cors_options_never_reaches_the_function():
     for deployment in (r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::Deployment"):
         for name in deployment.get("DependsOn", []):
             assert methods_with_condition.get(name) in (None, deployment.get("Condition")), (name, deployment.get("Condition"))
+
+
+def test_the_throttles_alarm_selects_the_dimensions_a_real_emf_line_carries(api, monkeypatch, capsys, b32_config):
+    """An alarm whose dimensions differ from the emitted set by one name sees no data, ever: the bake could never fire."""
+    from promotion.plan import alarm_specs
+
+    module, runtime, _ = api
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "clip-embedding-api-clip-vit-b-32")  # as the template sets it
+    monkeypatch.setattr("embedding_api.endpoints.time.sleep", lambda s: None)
+    runtime.add_client_error("invoke_endpoint", service_error_code="ThrottlingException", service_message="slow", http_status_code=400)
+    assert call(module, api_event(body={"text": "a dog"}), FakeContext(remaining_ms=1_000))[0] == 429
+    emitted = [blob for blob in emf_blobs(capsys.readouterr().out) if "Throttles" in blob]
+    assert len(emitted) == 1
+    directive = emitted[0]["_aws"]["CloudWatchMetrics"][0]
+    emitted_dimensions = {name: emitted[0][name] for name in directive["Dimensions"][0]}
+    alarm = next(a for a in alarm_specs(b32_config, "clip-clip-vit-b-32-v3", "arn:topic") if a["AlarmName"].endswith("-throttles"))
+    metric = alarm["Metrics"][0]["MetricStat"]["Metric"]
+    assert metric["Namespace"] == directive["Namespace"] and metric["MetricName"] == "Throttles"
+    assert {d["Name"]: d["Value"] for d in metric["Dimensions"]} == emitted_dimensions
