@@ -77,7 +77,7 @@ def json_nesting_exceeds(value, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def too_deep() -> ApiError:
-    return ApiError(400, "invalid_request", f"the JSON nests more than {MAX_JSON_DEPTH} levels deep; a request is an object "
+    return ApiError(400, "json_too_deep", f"the JSON nests more than {MAX_JSON_DEPTH} levels deep; a request is an object "
                     "whose values are strings or lists of strings (or, for /v1/embeddings, {\"image\": ...} objects)")
 
 

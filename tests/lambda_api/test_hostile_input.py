@@ -23,11 +23,11 @@ def b64(data: bytes) -> str:
 
 
 DEEP_CASES = [
-    ('{"text": ' + "[" * 5_000 + "]" * 5_000 + "}", 400, "invalid_request"),
-    ("[" * 100_000 + "]" * 100_000, 400, "invalid_request"),
-    ('{"texts": ' + "[" * 100_000, 400, "invalid_request"),  # unbalanced: json.loads would recurse before seeing the end
+    ('{"text": ' + "[" * 5_000 + "]" * 5_000 + "}", 400, "json_too_deep"),
+    ("[" * 100_000 + "]" * 100_000, 400, "json_too_deep"),
+    ('{"texts": ' + "[" * 100_000, 400, "json_too_deep"),  # unbalanced: json.loads would recurse before seeing the end
     ("{" * 5_000, 400, "malformed_json"),  # not even JSON: an object key is missing
-    ('{"a":' * 5_000 + "1" + "}" * 5_000, 400, "invalid_request"),
+    ('{"a":' * 5_000 + "1" + "}" * 5_000, 400, "json_too_deep"),
     ('{"text": ' + "1" * 5_000 + "}", 400, "invalid_type"),  # valid JSON; Python's int() refuses > 4,300 digits
     ('{"texts": ["a dog", ' + "9" * 100_000 + "]}", 400, "invalid_type"),
     ('{"txt": ' + "1" * 5_000 + "}", 400, "unknown_field"),
@@ -47,7 +47,7 @@ def test_hostile_json_is_a_4xx_with_a_stable_code(api, raw, status, code):
 
 def test_hostile_json_through_the_openai_route(api):
     module, _, _ = api
-    for raw, code in [('{"model": "b32", "input": ' + "[" * 50_000 + "]" * 50_000 + "}", "invalid_request"),
+    for raw, code in [('{"model": "b32", "input": ' + "[" * 50_000 + "]" * 50_000 + "}", "json_too_deep"),
                       ('{"model": "b32", "input": ' + "7" * 5_000 + "}", "invalid_type")]:
         status, _, body = call(module, api_event("/v1/embeddings", raw=raw))
         assert (status, body["error"]["code"]) == (400, code), body
@@ -263,3 +263,14 @@ def test_a_real_image_still_reaches_the_endpoint(api, probe_images):
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"image": image})
     status, _, body = call(module, api_event(body={"image": image}))
     assert status == 200 and body == VECTOR
+
+
+@pytest.mark.parametrize("raw, status, code", DEEP_CASES, ids=[f"case{i}" for i in range(len(DEEP_CASES))])
+def test_the_container_answers_the_same_code_for_the_same_body(raw, status, code):
+    """One contract: a body the Lambda refuses is refused by the endpoint's parser with the same status and code."""
+    from inference_code.contract import RequestLimits, parse_request
+    from inference_code.errors import RequestError
+
+    with pytest.raises(RequestError) as refused:
+        parse_request(raw.encode(), "application/json", RequestLimits())
+    assert (refused.value.status, refused.value.code) == (status, code)
