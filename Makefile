@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install lint-tools test test-fast lint-infra demo bench clean
+.PHONY: install lint-tools test test-fast lint-infra demo bench aws-acceptance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/clip-api bench
+
+# The real-account acceptance run (README, "Deploy to AWS"): deploys, builds, promotes, serves, tears down.
+aws-acceptance: $(STAMP)
+	CLIP_API_AWS_TESTS=1 $(BIN)/python -m pytest -m aws -s tests/aws $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-* .artifacts .pytest_cache
