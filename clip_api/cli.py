@@ -229,6 +229,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from clip_api.loadtest import LoadSettings, LoadTestError, local_mode_processes, parse_mix, render, run_loadtest
+
+    try:
+        width, _, height = args.image_size.partition("x")
+        settings = LoadSettings(url=args.url, clients=args.clients, duration_s=args.duration, mix=parse_mix(args.mix), hostile=args.hostile,
+                                server_pids=tuple(args.server_pid), timeout_s=args.timeout, max_requests=args.max_requests,
+                                image_size=(int(width), int(height)), retry_wait_max_s=args.retry_wait_max, seed=args.seed)
+        limits = None
+        if args.model:
+            from clip_api.model_config import load_model_config
+
+            limits = load_model_config(args.model).serving.limits
+        local = {} if args.server_pid else local_mode_processes(args.url, Path(args.local_workdir))
+        report = run_loadtest(settings, limits, processes=(lambda: local_mode_processes(args.url, Path(args.local_workdir))) if local else None)
+    except (LoadTestError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0 if report["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip-api", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -315,6 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--port", type=int, default=18080)
     bench.add_argument("--json", help="also write the figures as JSON here")
     bench.set_defaults(func=_cmd_bench)
+
+    loadtest = commands.add_parser("loadtest", help="concurrent text/image clients against a local URL: statuses, latency, RSS")
+    loadtest.add_argument("url", help="a loopback URL: http://127.0.0.1:8000/<route> (local mode) or http://127.0.0.1:8080/invocations")
+    loadtest.add_argument("--clients", type=int, default=8, help="concurrent clients (at most 256)")
+    loadtest.add_argument("--duration", type=float, default=10.0, help="seconds of sending (at most 600)")
+    loadtest.add_argument("--mix", default="text=0.5,image=0.5", help="weights of request kinds")
+    loadtest.add_argument("--hostile", action="store_true", help="add one client sending the most work the limits admit")
+    loadtest.add_argument("--model", help="a model config whose limits size the hostile requests (default: the default limits)")
+    loadtest.add_argument("--server-pid", type=int, action="append", default=[], help="a server process whose RSS to report "
+                          "(default: local mode's processes when URL is its API gateway)")
+    loadtest.add_argument("--local-workdir", default=".local", help="local mode's workdir (its state.json names its processes)")
+    loadtest.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
+    loadtest.add_argument("--max-requests", type=int, help="stop after this many requests")
+    loadtest.add_argument("--image-size", default="1024x768", help="WIDTHxHEIGHT of the generated JPEGs")
+    loadtest.add_argument("--retry-wait-max", type=float, default=1.0, help="a client told Retry-After waits at most this long (0: not at all)")
+    loadtest.add_argument("--seed", type=int, default=0)
+    loadtest.add_argument("--json", help="also write the report as JSON here")
+    loadtest.set_defaults(func=_cmd_loadtest)
     return parser
 
 
