@@ -22,9 +22,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PinnedWeightsFile(_Strict):
+    """The exact file a pretrained tag's weights are read from, pinned by its sha256 (model_build/weights.py
+    downloads it, refuses any other digest, and loads it into the config's architecture)."""
+
+    url: str = Field(pattern=r"^https?://", description="where the file is downloaded from")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the file's expected sha256")
+    format: Literal["openai-torchscript", "state-dict"] = Field(description="OpenAI's TorchScript archive, or an open_clip state dict")
+    sources: list[str] = Field(min_length=1, description="public material the url and digest were taken from")
+    unverified: str | None = Field(default=None, description="what public material could not confirm")
+
+
 class OpenClipSpec(_Strict):
     architecture: str = Field(description="open_clip model name, e.g. ViT-B-32-quickgelu")
     pretrained: str | None = Field(description="open_clip pretrained tag (e.g. openai), or null")
+    weights_file: PinnedWeightsFile | None = Field(default=None, description="the tag's weights file, pinned by digest")
 
 
 class ServingLimits(_Strict):
@@ -50,7 +62,10 @@ class ServingSpec(_Strict):
 class ValidationSpec(_Strict):
     parity_min_cosine: dict[Variant, float]
     golden_min_cosine: float = 0.999
-    zero_shot_min_top1: float = 0.0
+    zero_shot_min_top1: float = 0.0  # a floor on top of the chance-derived threshold (model_build/evaluation.py)
+    # The independent sanity checks pass when a model with no knowledge (chance) would reach their
+    # score with at most this probability (binomial tail): thresholds from chance, not calibrated here.
+    sanity_max_chance_probability: float = Field(default=0.001, gt=0, lt=0.5)
     allow_random_init: bool = False
 
     @field_validator("parity_min_cosine")
