@@ -947,6 +947,8 @@ def workflow_requests(definition: dict, inputs: list[dict], deployment: Deployme
                     params = apply_parameters(state.get("Parameters", {}), data)
                 except (KeyError, IndexError, TypeError):
                     continue
+                if any(value == "" for key, value in params.items() if key.endswith("Name")):
+                    continue  # a Choice keeps this input away from the state (a plan without that step leaves its names empty)
                 out.extend((prefix + name, r) for r in task_requests(state["Resource"], params, deployment))
         for sub, item in map_item_inputs(defn, data):
             walk(sub, item, prefix)

@@ -340,9 +340,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["lambda:InvokeFunction"], [getatt("PlannerFunction", "Arn"), getatt("SmokeTestFunction", "Arn")]),
         allow(["sagemaker:CreateModel", "sagemaker:DeleteModel"], sub(sagemaker_arn + ":model/clip-*")),
         allow(["sagemaker:CreateEndpointConfig", "sagemaker:DeleteEndpointConfig"], sub(sagemaker_arn + ":endpoint-config/clip-*")),
-        allow(["sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"], endpoint_arn),
+        allow(["sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint", "sagemaker:UpdateEndpoint"], endpoint_arn),
         # CreateEndpoint is authorised against the endpoint config it deploys as well as the endpoint.
-        allow(["sagemaker:CreateEndpoint"], sub(sagemaker_arn + ":endpoint-config/clip-*")),
+        allow(["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], sub(sagemaker_arn + ":endpoint-config/clip-*")),
         # The optimised createModel/createEndpointConfig/createEndpoint integrations call ListTags on what they create.
         allow(["sagemaker:AddTags", "sagemaker:ListTags"], [sub(sagemaker_arn + ":model/clip-*"), sub(sagemaker_arn + ":endpoint-config/clip-*"), endpoint_arn]),
         allow(["sagemaker:UpdateModelPackage"], [sub(sagemaker_arn + ":model-package/" + g + "/*") for g in groups]),

@@ -55,12 +55,25 @@ class Settings:
     smoke_min_cosine: float = 0.999
 
 
+STANDBY_SUFFIX = "-sb"
+
+
 def resource_name(model_id: str, version: int) -> str:
-    """Endpoint, endpoint config and model share one name per version: clip-<model>-v<version>."""
+    """Endpoint, endpoint config and model share one name per version: clip-<model>-v<version>
+    (short enough for its standby config, <name>-sb, to fit SageMaker's limit too)."""
     name = re.sub(r"[^a-zA-Z0-9-]", "-", f"clip-{model_id}-v{version}")
-    if len(name) > _NAME_LIMIT:
-        raise ValueError(f"{name} is longer than SageMaker's {_NAME_LIMIT} characters")
+    if len(name) + len(STANDBY_SUFFIX) > _NAME_LIMIT:
+        raise ValueError(f"{name}{STANDBY_SUFFIX} is longer than SageMaker's {_NAME_LIMIT} characters")
     return name
+
+
+def standby_config(config: ModelConfig) -> dict | None:
+    """The serverless config a replaced endpoint is kept on for rollback: the same, without provisioned
+    concurrency (it costs by the hour and serves nobody). None when there is nothing to release."""
+    serving = serverless_config(config)
+    if "ProvisionedConcurrency" not in serving:
+        return None
+    return {key: value for key, value in serving.items() if key != "ProvisionedConcurrency"}
 
 
 def endpoint_prefix(model_id: str) -> str:
@@ -186,7 +199,13 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "alarms": alarm_specs(config, name, settings.topic_arn),
             "alarm_names": alarm_names(config, name),
             "old_alarm_names": alarm_names(config, previous) if previous else [],
-            "retire_endpoints": endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints),
+            # Each retired endpoint takes its config, its model and (if it was kept on standby) its standby config.
+            "retire_endpoints": [{"name": retired, "standby_config_name": f"{retired}{STANDBY_SUFFIX}"}
+                                 for retired in endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints)],
+            # After a successful bake the replaced endpoint stays for rollback, without provisioned concurrency.
+            "release_provisioned_concurrency": bool(previous) and standby_config(config) is not None,
+            "standby_config_name": f"{previous}{STANDBY_SUFFIX}" if previous else "",
+            "standby_serverless_config": standby_config(config) or {},
             "smoke_test_uri": smoke_uri or "",
             "smoke_min_cosine": settings.smoke_min_cosine,
             "poll_seconds": settings.poll_seconds,

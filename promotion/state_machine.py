@@ -171,23 +171,51 @@ def build_definition() -> dict:
     record_live.add_catch(Catch(error_equals=ALL_ERRORS, next_step=notify_success, result_path="$.record_error"))
     record_live.next(notify_success)
 
+    retire_model = _retry(SdkTask("RetireModel", resource=sdk("sagemaker", "deleteModel"), parameters={"ModelName.$": "$.name"}, result_path=None),
+                          SAGEMAKER_SDK_TRANSIENT)
+    # Only endpoints kept for rollback after provisioned concurrency was released have one: absent is fine.
+    retire_standby = SdkTask("RetireStandbyConfig", resource=sdk("sagemaker", "deleteEndpointConfig"),
+                             parameters={"EndpointConfigName.$": "$.standby_config_name"}, result_path=None)
+    retire_standby.add_catch(Catch(error_equals=ALL_ERRORS, next_step=retire_model, result_path="$.standby_error"))
     retire_one = Chain([
         _retry(SdkTask("RetireEndpoint", resource=sdk("sagemaker", "deleteEndpoint"), parameters={"EndpointName.$": "$.name"}, result_path=None),
                SAGEMAKER_SDK_TRANSIENT),
         _retry(SdkTask("RetireEndpointConfig", resource=sdk("sagemaker", "deleteEndpointConfig"), parameters={"EndpointConfigName.$": "$.name"},
                        result_path=None), SAGEMAKER_SDK_TRANSIENT),
-        _retry(SdkTask("RetireModel", resource=sdk("sagemaker", "deleteModel"), parameters={"ModelName.$": "$.name"}, result_path=None),
-               SAGEMAKER_SDK_TRANSIENT),
+        retire_standby,
+        retire_model,
     ])
-    retire = Map("RetireEndpoints", items_path="$.plan.retire_endpoints", parameters={"name.$": "$$.Map.Item.Value"},
+    retire = Map("RetireEndpoints", items_path="$.plan.retire_endpoints",
+                 parameters={"name.$": "$$.Map.Item.Value.name", "standby_config_name.$": "$$.Map.Item.Value.standby_config_name"},
                  max_concurrency=1, iterator=retire_one, result_path=None)
     retire.add_catch(Catch(error_equals=ALL_ERRORS, next_step=record_live, result_path="$.retire_error"))
     retire.next(record_live)
 
+    # The replaced endpoint, kept for rollback, moves to a config without provisioned concurrency. A
+    # failure here costs money, not availability: it is recorded and the promotion goes on.
+    release_to_standby = SdkTask("ReleaseProvisionedConcurrency", resource=sdk("sagemaker", "updateEndpoint"),
+                                 parameters={"EndpointName.$": "$.plan.previous_endpoint", "EndpointConfigName.$": "$.plan.standby_config_name"},
+                                 result_path=None)
+    _retry(release_to_standby, SAGEMAKER_SDK_TRANSIENT)
+    release_to_standby.add_catch(Catch(error_equals=ALL_ERRORS, next_step=retire, result_path="$.standby_error"))
+    release_to_standby.next(retire)
+    create_standby = SdkTask(
+        "CreateStandbyConfig", resource=sdk("sagemaker", "createEndpointConfig"),
+        parameters={"EndpointConfigName.$": "$.plan.standby_config_name",
+                    "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName.$": "$.plan.previous_endpoint",
+                                            "ServerlessConfig.$": "$.plan.standby_serverless_config"}]},
+        result_path=None)
+    _retry(create_standby, SAGEMAKER_SDK_TRANSIENT)
+    create_standby.add_catch(Catch(error_equals=ALL_ERRORS, next_step=retire, result_path="$.standby_error"))
+    create_standby.next(release_to_standby)
+    releases_capacity = Choice("KeepsProvisionedConcurrency")
+    releases_capacity.add_choice(ChoiceRule.BooleanEquals("$.plan.release_provisioned_concurrency", True), create_standby)
+    releases_capacity.default_choice(retire)
+
     delete_old_alarms = SdkTask("DeleteOldAlarms", resource=sdk("cloudwatch", "deleteAlarms"),
                                 parameters={"AlarmNames.$": "$.plan.old_alarm_names"}, result_path=None)
-    delete_old_alarms.add_catch(Catch(error_equals=ALL_ERRORS, next_step=retire, result_path="$.alarm_cleanup_error"))
-    delete_old_alarms.next(retire)
+    delete_old_alarms.add_catch(Catch(error_equals=ALL_ERRORS, next_step=releases_capacity, result_path="$.alarm_cleanup_error"))
+    delete_old_alarms.next(releases_capacity)
     has_old_alarms = Choice("HasOldAlarms")
     has_old_alarms.add_choice(ChoiceRule.BooleanEquals("$.plan.has_previous_endpoint", True), delete_old_alarms)
     has_old_alarms.default_choice(retire)

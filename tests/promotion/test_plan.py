@@ -111,3 +111,20 @@ def test_alarm_thresholds_come_from_config_in_cloudwatch_units(b32_config):
     assert specs["invocation-5xx"]["Metrics"][0]["MetricStat"]["Metric"]["MetricName"] == "Invocation5XXErrors"
     assert specs["throttles"]["Metrics"][0]["MetricStat"]["Metric"]["Namespace"] == "ClipEmbeddingApi"
     assert all(a["AlarmActions"] == ["arn:topic"] for a in specs.values())
+
+
+def test_a_replaced_endpoint_gives_up_its_provisioned_concurrency(b32_config):
+    current = "clip-clip-vit-b-32-v1"
+    first = plan_promotion(b32_config, package(1), live(), SETTINGS).to_dict()
+    assert first["release_provisioned_concurrency"] is False  # nothing replaced
+    plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS).to_dict()
+    assert plan["release_provisioned_concurrency"] is True and plan["standby_config_name"] == f"{current}-sb"
+    assert plan["standby_serverless_config"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 20}
+    without = b32_config.model_copy(update={"endpoint": b32_config.endpoint.model_copy(update={"provisioned_concurrency": None})})
+    assert plan_promotion(without, package(2), live(current, 1, [current]), SETTINGS).to_dict()["release_provisioned_concurrency"] is False
+
+
+def test_names_leave_room_for_the_standby_suffix():
+    assert len(resource_name("m" * 52, 1) + "-sb") == 63  # SageMaker's limit, exactly
+    with pytest.raises(ValueError):
+        resource_name("m" * 53, 1)

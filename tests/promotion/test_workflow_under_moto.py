@@ -186,3 +186,59 @@ def test_a_failed_restore_deletes_nothing_and_asks_for_a_person(world):
     notes = world.notifications()
     assert [n["subject"] for n in notes] == ["clip-embedding-api promotion needs a person"]
     assert V(2) in notes[0]["message"] and "Nothing was deleted" in notes[0]["message"]
+
+
+@pytest.fixture
+def provisioned_model(monkeypatch):
+    """The tiny model's config with provisioned concurrency, as ViT-B/32's has."""
+    import promotion_planner.app as planner
+
+    original = planner.config_for_group
+
+    def with_provisioned(group):
+        config = original(group)
+        return config.model_copy(update={"endpoint": config.endpoint.model_copy(update={"provisioned_concurrency": 1})})
+
+    monkeypatch.setattr(planner, "config_for_group", with_provisioned)
+
+
+@pytest.fixture
+def update_endpoint_stand_in(monkeypatch):
+    """moto 5.2.5 has no UpdateEndpoint: a stand-in that points the endpoint at its new config, as SageMaker does once updated."""
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def update_endpoint(self):
+        endpoint = self.sagemaker_backend.endpoints[self._get_param("EndpointName")]
+        self.sagemaker_backend.describe_endpoint_config(self._get_param("EndpointConfigName"))  # must exist
+        endpoint.endpoint_config_name = self._get_param("EndpointConfigName")
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+
+
+def test_a_replaced_endpoint_is_kept_without_provisioned_concurrency_and_retired_whole(world, provisioned_model, update_endpoint_stand_in):
+    first, second, third = world.register_version(), world.register_version(), world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    assert world.sagemaker.describe_endpoint_config(EndpointConfigName=V(1))["ProductionVariants"][0]["ServerlessConfig"]["ProvisionedConcurrency"] == 1
+    result = world.promote(second)
+    assert result["status"] == "SUCCEEDED" and "ReleaseProvisionedConcurrency" in result["history"]
+    kept = world.sagemaker.describe_endpoint(EndpointName=V(1))
+    assert kept["EndpointConfigName"] == f"{V(1)}-sb"  # still there for rollback, on the standby config
+    standby = world.sagemaker.describe_endpoint_config(EndpointConfigName=f"{V(1)}-sb")["ProductionVariants"][0]
+    assert standby["ModelName"] == V(1) and "ProvisionedConcurrency" not in standby["ServerlessConfig"]
+    assert world.sagemaker.describe_endpoint_config(EndpointConfigName=V(2))["ProductionVariants"][0]["ServerlessConfig"]["ProvisionedConcurrency"] == 1
+    assert world.promote(third)["status"] == "SUCCEEDED"
+    configs = {c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    assert V(1) not in configs and f"{V(1)}-sb" not in configs  # v1 retired with its standby config
+    assert f"{V(2)}-sb" in configs and world.serving_endpoint() == V(3)
+
+
+def test_a_failed_release_of_provisioned_concurrency_costs_money_not_the_promotion(world, provisioned_model):
+    """Without UpdateEndpoint (moto has none) the release fails: the promotion still succeeds and the old endpoint is kept as it was."""
+    first, second = world.register_version(), world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    result = world.promote(second)
+    assert result["status"] == "SUCCEEDED" and "ReleaseProvisionedConcurrency" in result["history"]
+    assert world.serving_endpoint() == V(2) and world.endpoints() == {V(1), V(2)}
+    assert world.sagemaker.describe_endpoint(EndpointName=V(1))["EndpointConfigName"] == V(1)
