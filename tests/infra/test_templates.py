@@ -122,3 +122,58 @@ def test_templates_deploy_into_moto_cloudformation(moto_aws):
     assert {"/b32", "/l14", "/v1/embeddings"} <= paths
     roles = {r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]}
     assert any("StateMachineRole" in name for name in roles) and any("ApiFunctionRole" in name for name in roles)
+
+
+def test_registered_artifacts_never_expire():
+    """Every registered model.tar.gz lives under <prefix>/pipelines/: a current-version expiration there breaks rollback."""
+    bucket = load("bootstrap.yaml")["Resources"]["ArtifactBucket"]["Properties"]
+    for rule in bucket["LifecycleConfiguration"]["Rules"]:
+        prefix = rule.get("Prefix", rule.get("Filter", {}).get("Prefix", ""))
+        covers_artifacts = "clip-embedding-api/pipelines/".startswith(prefix) or prefix.startswith("clip-embedding-api/pipelines/")
+        assert not (covers_artifacts and ("ExpirationInDays" in rule or "ExpirationDate" in rule)), rule
+
+
+def test_no_lambda_reserves_concurrency_unless_its_config_asks(b32_config):
+    from infra.templates import logical, serving_template
+
+    functions = [r for r in load("serving.yaml")["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert functions and all("ReservedConcurrentExecutions" not in f["Properties"] for f in functions)
+    asking = b32_config.model_copy(update={"api": b32_config.api.model_copy(update={"reserved_concurrency": 40})})
+    resources = serving_template([asking])["Resources"]
+    assert resources[f"{logical(asking)}ApiFunction"]["Properties"]["ReservedConcurrentExecutions"] == 40
+
+
+def test_a_new_route_reaches_the_stage_through_a_new_deployment(b32_config):
+    """CloudFormation makes a new API Deployment only for a new logical id: it must change with the routes."""
+    from infra.templates import serving_template
+
+    def deployments(configs) -> dict:
+        resources = serving_template(configs)["Resources"]
+        return {name: r for name, r in resources.items() if r["Type"] == "AWS::ApiGateway::Deployment"}
+
+    before = deployments([b32_config])
+    assert set(deployments([b32_config])) == set(before)  # the same routes: the same deployment, no churn
+    other = b32_config.model_copy(update={"model_id": "clip-other", "route": "other"})
+    after = deployments([b32_config, other])
+    assert not set(after) & set(before)
+    stage = serving_template([b32_config, other])["Resources"]["ApiStage"]["Properties"]["DeploymentId"]
+    assert {ref["Ref"] for ref in stage["Fn::If"][1:]} == set(after)
+
+
+def test_the_workflow_retries_errors_step_functions_really_raises():
+    from promotion.state_machine import ASL_PATH
+
+    asl = ASL_PATH.read_text()
+    assert "SageMaker.ThrottlingException" not in asl  # never raised: unmodelled errors surface under the service's generic name
+    states = json.loads(asl)["States"]
+
+    def retried(state: str) -> set[str]:
+        return {error for retry in states[state].get("Retry", []) for error in retry["ErrorEquals"]}
+
+    for state in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint"):
+        assert "SageMaker.AmazonSageMakerException" in retried(state), state
+    assert "SageMaker.SageMakerException" in retried("DescribeEndpoint")
+    for state in ("Plan", "SmokeTest"):
+        assert {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"} <= retried(state)
+    assert "DynamoDB.ConditionalCheckFailedException" not in retried("SwitchTraffic")  # a lost compare-and-set is final
+    assert all(retry.get("JitterStrategy") == "FULL" for state in states.values() for retry in state.get("Retry", []))
