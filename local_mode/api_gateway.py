@@ -55,13 +55,19 @@ def proxy_event(method: str, path: str, headers: dict, body: str) -> dict:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: when dozens of clients connect at once (64 in
+    # `clip-api loadtest`), the connections past it are reset; the gateway's own limit is its lock.
+    request_queue_size = 128
+
+
 class LocalApiGateway:
     def __init__(self, models: list[ModelConfig], lambda_client, function_name_format: str, host: str = "127.0.0.1", port: int = 8000):
         self.functions = {f"/{m.route}": function_name_format.format(model_id=m.model_id) for m in models}
         self.functions["/v1/embeddings"] = function_name_format.format(model_id=models[0].model_id)
         self.lambda_client = lambda_client
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server = _Server((host, port), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
