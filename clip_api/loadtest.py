@@ -389,11 +389,17 @@ def latency_summary(outcomes: list[Outcome]) -> dict:
 def summarise(outcomes: list[Outcome], elapsed_s: float) -> dict:
     ok = [o for o in outcomes if o.status == 200]
     failures = Counter((classify(o), o.code) for o in outcomes if not acceptable(o))
+    seen: dict[tuple, list[float]] = {}
+    for o in outcomes:
+        if not acceptable(o):
+            seen.setdefault((classify(o), o.code), []).append(o.started)
     return {
         "requests": len(outcomes),
         "statuses": dict(sorted(Counter(classify(o) for o in outcomes).items())),
         "acceptable": sum(acceptable(o) for o in outcomes),
-        "failures": [{"status": status, "code": code, "count": count} for (status, code), count in failures.most_common()],
+        "failures": [{"status": status, "code": code, "count": count,
+                      "first_s": round(min(seen[status, code]), 2), "last_s": round(max(seen[status, code]), 2)}
+                     for (status, code), count in failures.most_common()],
         "latency_200": latency_summary(ok),
         "latency_200_by_kind": {kind: latency_summary([o for o in ok if o.kind == kind]) for kind in sorted({o.kind for o in ok})},
         "latency_all": latency_summary(outcomes),
@@ -497,7 +503,8 @@ def render(report: dict) -> str:
         lines.append("RSS: no server process known (pass --server-pid, or target local mode's API gateway)")
     if everything["failures"]:
         lines.append("FAILURES (neither 200 nor 429/503 with Retry-After):")
-        lines.extend(f"  {f['count']} x {f['status']}" + (f" {f['code']}" if f["code"] else "") for f in everything["failures"])
+        lines.extend(f"  {f['count']} x {f['status']}" + (f" {f['code']}" if f["code"] and f["code"] != f["status"] else "")
+                     + f" (sent between {f['first_s']} s and {f['last_s']} s)" for f in everything["failures"])
     if report["clients_still_running"]:
         lines.append(f"FAILURE: {report['clients_still_running']} clients did not finish")
     lines.append("passed: no failures" if report["passed"] else "FAILED")
