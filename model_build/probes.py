@@ -21,6 +21,33 @@ from PIL import Image, ImageDraw, ImageFont
 ZERO_SHOT_WORDS = ("dog", "cat", "car", "tree", "house", "pizza", "guitar", "boat", "apple", "clock", "shoe", "bird")
 ZERO_SHOT_PROMPT = 'a photo of the word "{}"'
 
+# Text-similarity sanity check: (anchor, synonym, unrelated) in one template, so that surface form
+# alone (a random text tower) cannot tell the synonym from the unrelated word; CLIP's text space can.
+SIMILARITY_TEMPLATE = "a photo of {}"
+SIMILARITY_TRIPLETS = (
+    ("a dog", "a puppy", "a truck"),
+    ("a cat", "a kitten", "a bridge"),
+    ("a car", "an automobile", "a banana"),
+    ("the ocean", "the sea", "a desert"),
+    ("a house", "a home", "a violin"),
+    ("a bicycle", "a bike", "a volcano"),
+    ("a boat", "a ship", "a pencil"),
+    ("a woman", "a lady", "a tractor"),
+    ("a child", "a kid", "a microwave"),
+    ("a road", "a street", "a giraffe"),
+    ("a stone", "a rock", "a sandwich"),
+    ("a plane", "an airplane", "a carrot"),
+    ("a sofa", "a couch", "a glacier"),
+    ("a rabbit", "a bunny", "a laptop"),
+    ("a cup", "a mug", "a tiger"),
+    ("a forest", "the woods", "a keyboard"),
+)
+
+
+def similarity_texts() -> list[str]:
+    """Every text of the similarity triplets, anchor, synonym, unrelated, triplet after triplet."""
+    return [SIMILARITY_TEMPLATE.format(item) for triplet in SIMILARITY_TRIPLETS for item in triplet]
+
 _CAPTIONS = (
     "a photo of a dog",
     "a photo of a cat",

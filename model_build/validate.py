@@ -4,6 +4,10 @@ The artifact is loaded through its own packaged code/inference.py (model_fn, inp
 predict_fn, output_fn, JSON in and out), not through this repository's copy of the serving code,
 so what is measured is what would be deployed. The reference is open_clip in torch fp32 eager
 mode on the same weights, rebuilt from the manifest and checked against its weights digest.
+Golden references come from `model_build.golden.choose_golden` (committed file, else first-use
+references of the verified pinned weights); the verdict names the case. Two sanity checks that do
+not depend on our own outputs (rendered-word zero-shot and text similarity, thresholds from chance)
+and a look at the served graphs' activation complete it.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import numpy as np
 
 from clip_api.model_config import ModelConfig
 from inference_code.manifest import Manifest, load_manifest, verify_files
-from model_build.evaluation import Facts, Metrics, Thresholds, build_report, model_quality
-from model_build.golden import GoldenReferences, golden_path, probe_set_digest
+from model_build.evaluation import Facts, Metrics, Thresholds, build_report, chance_threshold, model_quality
+from model_build.golden import choose_golden, golden_path
 from model_build.parity import ModalityParity, measure_parity
-from model_build.probes import ZERO_SHOT_PROMPT, ZERO_SHOT_WORDS, ProbeImage, probe_images, probe_texts
+from model_build.probes import (
+    SIMILARITY_TRIPLETS, ZERO_SHOT_PROMPT, ZERO_SHOT_WORDS, ProbeImage, probe_images, probe_texts, similarity_texts,
+)
 from model_build.reference import OpenClipReference, cosine_rows
+from model_build.weights import trained_with_quick_gelu
 from promotion import smoke
 
 _SERVING_MODULES = ("inference", "inference_code")
@@ -145,6 +152,39 @@ def zero_shot_top1(client: EndpointClient, images: list[ProbeImage]) -> float:
     return float(np.mean(picked == np.array(truth)))
 
 
+def text_similarity_accuracy(client: EndpointClient) -> float:
+    """Share of triplets where the synonym is closer to the anchor than the unrelated word (chance: 1/2)."""
+    vectors = client.embed_texts(similarity_texts()).reshape(len(SIMILARITY_TRIPLETS), 3, -1)
+    anchor, synonym, unrelated = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    return float(np.mean(np.sum(anchor * synonym, axis=1) > np.sum(anchor * unrelated, axis=1)))
+
+
+def served_activation(artifact_dir: Path) -> str:
+    """What the artifact's ONNX graphs compute between MLP layers: QuickGELU exports as x*Sigmoid(1.702x), GELU as Erf (or Gelu)."""
+    import onnx
+
+    from inference_code.manifest import IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE
+
+    ops: set[str] = set()
+    for name in (IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE):
+        ops |= {node.op_type for node in onnx.load(str(Path(artifact_dir) / name), load_external_data=False).graph.node}
+    if ops & {"Erf", "Gelu", "FastGelu", "BiasGelu"}:
+        return "gelu"
+    return "quick_gelu" if "Sigmoid" in ops else "unknown"
+
+
+def sanity_thresholds(config: ModelConfig, variant: str) -> Thresholds:
+    chance_p = config.validation.sanity_max_chance_probability
+    return Thresholds(
+        parity_min_cosine=config.parity_threshold(variant),
+        # served vectors are compared: an int8 variant is held to its own parity threshold, not above it
+        golden_min_cosine=min(config.validation.golden_min_cosine, config.parity_threshold(variant)),
+        zero_shot_min_top1=max(config.validation.zero_shot_min_top1, chance_threshold(len(ZERO_SHOT_WORDS), 1 / len(ZERO_SHOT_WORDS), chance_p)),
+        allow_random_init=config.validation.allow_random_init,
+        text_similarity_min_accuracy=chance_threshold(len(SIMILARITY_TRIPLETS), 0.5, chance_p),
+    )
+
+
 def validate_artifact(
     artifact_dir: Path,
     config: ModelConfig,
@@ -155,12 +195,7 @@ def validate_artifact(
 ) -> ValidationResult:
     artifact_dir = Path(artifact_dir)
     manifest = load_manifest(artifact_dir)
-    thresholds = Thresholds(
-        parity_min_cosine=config.parity_threshold(manifest.variant),
-        golden_min_cosine=config.validation.golden_min_cosine,
-        zero_shot_min_top1=config.validation.zero_shot_min_top1,
-        allow_random_init=config.validation.allow_random_init,
-    )
+    thresholds = sanity_thresholds(config, manifest.variant)
     if manifest.model_id != config.model_id or manifest.embedding_dim != config.embedding_dim:
         mismatch = f"the artifact is a build of {manifest.model_id} ({manifest.embedding_dim}-d), not of {config.model_id} ({config.embedding_dim}-d)"
         facts = _facts(manifest, config, files_ok=False, reference_weights_match=False, has_golden=False, config_mismatch=mismatch)
@@ -170,8 +205,8 @@ def validate_artifact(
     images = images if images is not None else probe_images()
     named_images = [(image.name, image.data) for image in images]
     built, reference = rebuild_reference(manifest, config)
-    golden_file = golden_file or golden_path(config.model_id)
-    golden = GoldenReferences.load(golden_file) if golden_file.is_file() else None
+    choice = choose_golden(config, built, reference, texts, images, committed=golden_file or golden_path(config.model_id))
+    golden = choice.golden
 
     with packaged_inference_module(artifact_dir) as module:
         client = EndpointClient(module, artifact_dir)
@@ -181,10 +216,11 @@ def validate_artifact(
             np.array_equal(text_vectors, client.embed_texts(texts)) and np.array_equal(image_vectors, client.embed_images([d for _, d in named_images]))
         )
         golden_min = None
-        golden_stale = golden is not None and golden.metadata["probe_set_sha256"] != probe_set_digest(texts, images)
+        golden_stale = choice.stale
         if golden is not None and not golden_stale:
             golden_min = float(min(cosine_rows(text_vectors, golden.text).min(), cosine_rows(image_vectors, golden.image).min()))
         zero_shot = zero_shot_top1(client, images)
+        similarity = text_similarity_accuracy(client)
         text_p50, text_p95 = _latencies(lambda: client.invoke({"text": "a photo of a dog"}), latency_repeats)
         photo = next((d for n, d in named_images if n.startswith("photo-")), named_images[0][1])
         image_p50, image_p95 = _latencies(lambda: client.embed_images([photo]), latency_repeats)
@@ -208,6 +244,7 @@ def validate_artifact(
         latency_image_p50_ms=image_p50,
         latency_image_p95_ms=image_p95,
         worst_probes={"text": _worst(parity.text), "image": _worst(parity.image)},
+        text_similarity_accuracy=similarity,
     )
     facts = _facts(
         manifest,
@@ -216,6 +253,10 @@ def validate_artifact(
         reference_weights_match=built.weights.sha256 == manifest.weights.sha256,
         has_golden=golden_min is not None,
         golden_stale=golden_stale,
+        golden_case=choice.case,
+        golden_note=choice.note,
+        trained_with_quick_gelu=trained_with_quick_gelu(config),
+        served_activation=served_activation(artifact_dir),
     )
     report = build_report(facts, metrics, thresholds)
     return ValidationResult(report=report, model_quality=model_quality(report), smoke_cases=smoke_cases)
