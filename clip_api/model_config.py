@@ -49,6 +49,17 @@ class ServingLimits(_Strict):
     max_batch_size: int = 32
     max_text_chars: int = 10_000
     body_read_timeout_s: float = 30.0
+    # Bounded decode work (inference_code.preprocess / service): a progressive JPEG re-decodes the
+    # whole image per scan; all images of one request together; one request's decoding.
+    max_jpeg_scans: int = Field(default=32, ge=1)
+    max_request_pixels: int = Field(default=100_000_000, ge=1)
+    image_decode_deadline_s: float = Field(default=10.0, gt=0)
+    # Back-pressure and connections (inference_code.server.ServerSettings): requests admitted at
+    # once (bodies held <= this x max_request_bytes; one more gets 503 with Retry-After), each
+    # request's deadline from arrival (SageMaker cuts at 60 s), and the time to send the headers.
+    max_pending_requests: int = Field(default=16, ge=1)
+    request_deadline_s: float = Field(default=50.0, gt=0, lt=60)
+    header_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class ServingSpec(_Strict):
