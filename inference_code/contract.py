@@ -8,6 +8,12 @@ Request bodies (Content-Type application/json):
 A raw image body (Content-Type image/jpeg, image/png, image/webp, image/gif, image/bmp or
 application/x-image) is the same as {"image": ...}. Every violation is a RequestError with a
 stable code; nothing here touches the model.
+
+JSON Lines (Content-Type application/jsonlines; SageMaker Batch Transform with SplitType=Line):
+one record per line, each record one of the JSON bodies above, answered on its own line in the
+same order with what that body alone would answer: its embedding(s), or its error object
+{"error": {"code", "message"}} with the same limits and codes. A bad record never fails the others;
+only faults of the whole body (too large, empty, not answered in time) get one error status.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Literal
 from inference_code.errors import RequestError, bad_request, too_large
 
 JSON_CONTENT_TYPES = ("application/json",)
+JSONLINES_CONTENT_TYPES = ("application/jsonlines", "application/jsonl", "application/x-jsonlines")
 IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/x-image")
 REQUEST_KEYS = ("text", "texts", "image", "images")
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
@@ -44,6 +51,9 @@ class RequestLimits:
     max_text_chars: int = 10_000
     max_request_pixels: int = 100_000_000  # all images of one request together (decode work)
     image_decode_deadline_s: float = 10.0  # decoding one request's images
+    # a JSON Lines body (Batch Transform's MultiRecord mini-batch, MaxPayloadInMB=6); each record
+    # within it still obeys max_request_bytes and every per-request limit above
+    max_jsonlines_bytes: int = 6 * 1024 * 1024
 
     @classmethod
     def from_dict(cls, limits: dict) -> "RequestLimits":
@@ -77,6 +87,39 @@ def parse_request(body: bytes, content_type: str | None, limits: RequestLimits) 
             + ", ".join(IMAGE_CONTENT_TYPES),
         )
     return parse_json_request(body, limits)
+
+
+def is_jsonlines(content_type: str | None) -> bool:
+    return media_type(content_type) in JSONLINES_CONTENT_TYPES
+
+
+def split_records(body: bytes, limits: RequestLimits) -> list[bytes]:
+    """The records of a JSON Lines body: one per line (LF or CRLF), a final newline optional.
+    A blank line is a record (answered empty_body), so answers always line up with requests."""
+    if len(body) > limits.max_jsonlines_bytes:
+        raise jsonlines_too_large(len(body), limits)
+    if not body.strip():
+        raise bad_request("empty_body", "the request body is empty; send one JSON object per line")
+    lines = body.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def jsonlines_too_large(size: int | None, limits: RequestLimits) -> RequestError:
+    said = f"{size} bytes" if size is not None else f"more than {limits.max_jsonlines_bytes} bytes"
+    return too_large(
+        "request_too_large",
+        f"the JSON Lines body is {said}; at most {limits.max_jsonlines_bytes} bytes are accepted "
+        f"(set MaxPayloadInMB to at most {limits.max_jsonlines_bytes // (1024 * 1024)})",
+    )
+
+
+def parse_record(line: bytes, limits: RequestLimits) -> EmbeddingRequest:
+    """One JSON Lines record: the same checks as a whole application/json body."""
+    if len(line) > limits.max_request_bytes:
+        raise request_too_large(len(line), limits)
+    return parse_json_request(line, limits)
 
 
 def parse_json_request(body: bytes, limits: RequestLimits) -> EmbeddingRequest:
@@ -171,6 +214,11 @@ def with_item_index(error: RequestError, where: str) -> RequestError:
 def encode_embeddings(vectors, batch: bool) -> bytes:
     rows = vectors.tolist()
     return json.dumps(rows if batch else rows[0], separators=(",", ":")).encode()
+
+
+def encode_lines(answers: list[bytes]) -> bytes:
+    """One answer per record, each on its line (a JSON array or an error object), newline-terminated."""
+    return b"".join(answer + b"\n" for answer in answers)
 
 
 def encode_attributes(model_id: str, version: str, variant: str, truncated: tuple[bool, ...] = ()) -> str:

@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response as HttpResponse
 from starlette.routing import Route
 
-from inference_code.contract import RequestLimits, request_too_large
+from inference_code.contract import RequestLimits, is_jsonlines, jsonlines_too_large, request_too_large
 from inference_code.embedder import ClipEmbedder
 from inference_code.errors import RequestError
 from inference_code.service import EmbeddingService, Response, deadline_exceeded, error_response
@@ -53,6 +53,8 @@ class ServerSettings:
 
     max_pending_requests: int = 16  # admitted at once: bodies held in memory <= this x max_request_bytes
     request_deadline_s: float = 50.0  # from arrival to the start of the answer; SageMaker cuts at 60 s
+    # a JSON Lines body (Batch Transform mini-batch): its job sets InvocationsTimeoutInSeconds=3600
+    batch_request_deadline_s: float = 3000.0
     body_read_timeout_s: float = 30.0
     header_timeout_s: float = 10.0
     keep_alive_s: float = 60.0
@@ -93,6 +95,8 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
 
 def body_too_large_error(exc: BodyTooLarge, request: Request, limits: RequestLimits) -> RequestError:
     declared = request.headers.get("content-length", "")
+    if is_jsonlines(request.headers.get("content-type")):
+        return jsonlines_too_large(int(declared) if declared.isdigit() else None, limits)
     if declared.isdigit():
         return request_too_large(int(declared), limits)
     # chunked: the size is unknown; say what is known rather than invent a size
@@ -117,6 +121,7 @@ class _Admission:
         self.pending = 0
         self.worker = asyncio.Lock()
         self.running_since: float | None = None  # monotonic start of the request on the worker
+        self.running_limit_s: float | None = None  # how long that request may take (its kind's deadline)
         self.dropped = 0  # computed never: client gone or deadline passed while waiting
 
     def saturated(self) -> bool:
@@ -124,7 +129,8 @@ class _Admission:
 
     def stuck(self) -> bool:
         started = self.running_since
-        return started is not None and time.monotonic() - started > self.settings.request_deadline_s
+        limit = self.running_limit_s or self.settings.request_deadline_s
+        return started is not None and time.monotonic() - started > limit
 
 
 async def _wait_for_worker(admission: _Admission, request: Request, deadline: float) -> str:
@@ -177,7 +183,9 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     async def invocations(request: Request) -> HttpResponse:
         gate = admission()
         arrived = time.monotonic()
-        deadline = arrived + settings.request_deadline_s
+        lines = is_jsonlines(request.headers.get("content-type"))
+        allowed_s = settings.batch_request_deadline_s if lines else settings.request_deadline_s
+        deadline = arrived + allowed_s
         if gate.saturated():
             return early(request, 
                 RequestError(
@@ -190,7 +198,8 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         gate.pending += 1
         try:
             try:
-                body = await read_body(request, limits.max_request_bytes, min(settings.body_read_timeout_s, deadline - arrived))
+                max_bytes = limits.max_jsonlines_bytes if lines else limits.max_request_bytes
+                body = await read_body(request, max_bytes, min(settings.body_read_timeout_s, deadline - arrived))
             except BodyTooLarge as exc:
                 return early(request, body_too_large_error(exc, request, limits))
             except RequestError as error:
@@ -206,11 +215,11 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
                     return HttpResponse(status_code=400)  # nobody reads it
                 return to_http(error_response(deadline_exceeded()))
             try:
-                gate.running_since = time.monotonic()
+                gate.running_since, gate.running_limit_s = time.monotonic(), allowed_s
                 loop = asyncio.get_running_loop()
                 response = await loop.run_in_executor(executor, service.handle, body, request.headers.get("content-type"), deadline)
             finally:
-                gate.running_since = None
+                gate.running_since = gate.running_limit_s = None
                 gate.worker.release()
             return to_http(response)
         finally:

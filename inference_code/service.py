@@ -15,7 +15,11 @@ from inference_code.contract import (
     RequestLimits,
     encode_attributes,
     encode_embeddings,
+    encode_lines,
+    is_jsonlines,
+    parse_record,
     parse_request,
+    split_records,
     with_item_index,
 )
 from inference_code.embedder import ClipEmbedder
@@ -64,6 +68,8 @@ class EmbeddingService:
     def handle(self, body: bytes, content_type: str | None, deadline: float | None = None) -> Response:
         """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500,
         logged once here (so the HTTP layer never logs it again)."""
+        if is_jsonlines(content_type):
+            return self.handle_lines(body, deadline)
         try:
             request = parse_request(body, content_type, self.limits)
             vectors, truncated = self.embed(request, deadline)
@@ -77,6 +83,90 @@ class EmbeddingService:
             return error_response(RequestError(500, "internal_error", "internal error"))
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
         return Response(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
+
+    def handle_lines(self, body: bytes, deadline: float | None = None) -> Response:
+        """A JSON Lines body: each record answered on its line, in order, as it would be alone.
+
+        Records are parsed and their images decoded one by one (each with its own limits and
+        decode deadline); the good ones are then embedded together in batches of at most
+        max_batch_size items. Embeddings do not depend on the batch they are computed in (ONNX
+        Runtime's CPU kernels compute each row alike; tested bit for bit), so a record answers the
+        same vector here as alone. A fault of the whole body (size, empty, the deadline) is one error.
+        """
+        try:
+            lines = split_records(body, self.limits)
+            answers, truncated = self._answer_records(lines, deadline)
+        except RequestError as error:
+            return error_response(error)
+        except Exception as exc:  # noqa: BLE001 - as in handle()
+            log_internal_error(exc)
+            return error_response(RequestError(500, "internal_error", "internal error"))
+        attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
+        headers = {"Content-Type": "application/jsonlines", "X-Amzn-SageMaker-Custom-Attributes": attributes}
+        return Response(200, encode_lines(answers), headers)
+
+    def _answer_records(self, lines: list[bytes], deadline: float | None) -> tuple[list[bytes], tuple[bool, ...]]:
+        answers: list[bytes | None] = [None] * len(lines)
+        truncated = [False] * len(lines)
+        pending: dict[str, list] = {"text": [], "image": []}  # (record index, request, inputs) awaiting the model
+
+        def fail(index: int, error: RequestError) -> None:
+            answers[index] = json.dumps(error.to_body()).encode()
+
+        def flush(kind: str) -> None:
+            group = pending[kind]
+            pending[kind] = []
+            if not group:
+                return
+            check_deadline(deadline)
+            try:
+                vectors, flags = self._embed_group(kind, [inputs for _, _, inputs in group])
+            except DegenerateEmbeddingError as exc:
+                if len(group) == 1:
+                    log_internal_error(exc)
+                    fail(group[0][0], RequestError(500, "model_error", "the model produced an embedding that cannot be normalised"))
+                    return
+                for one in group:  # find the record(s) the model cannot embed; the others still succeed
+                    pending[kind] = [one]
+                    flush(kind)
+                return
+            start = 0
+            for index, request, inputs in group:
+                count = len(inputs)
+                answers[index] = encode_embeddings(vectors[start : start + count], request.batch)
+                truncated[index] = any(flags[start : start + count]) if flags else False
+                start += count
+
+        for index, line in enumerate(lines):
+            try:
+                request = parse_record(line, self.limits)
+                if request.kind == "image":
+                    check_deadline(deadline)
+                    inputs = self.preprocess_images(request, deadline)
+                else:
+                    inputs = list(request.items)
+            except RequestError as error:
+                if error.code == "deadline_exceeded":
+                    raise
+                fail(index, error)
+                continue
+            queued = pending[request.kind]
+            if queued and sum(len(entry[2]) for entry in queued) + len(inputs) > self.limits.max_batch_size:
+                flush(request.kind)
+            pending[request.kind].append((index, request, inputs))
+        flush("text")
+        flush("image")
+        missing = [index for index, answer in enumerate(answers) if answer is None]
+        if missing:
+            raise RuntimeError(f"{len(missing)} records were not answered")
+        return answers, tuple(truncated)
+
+    def _embed_group(self, kind: str, inputs: list[list]) -> tuple[np.ndarray, tuple[bool, ...]]:
+        items = [item for record in inputs for item in record]
+        if kind == "text":
+            result = self.embedder.embed_texts(items)
+            return result.vectors, tuple(result.truncated)
+        return self.embedder.embed_pixels(np.stack(items)), ()
 
     def embed(self, request: EmbeddingRequest, deadline: float | None = None):
         if request.kind == "text":
