@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("model_id", nargs="?", help="a config under configs/models/ (not for 'changed')")
     pipeline.add_argument("--base", default="HEAD~1", help="changed: the revision to compare HEAD with")
     pipeline.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                          help="pipeline parameter (WeightsSource, Variant, ProcessingInstanceType, ModelApprovalStatus, GitCommit)")
+                          help="pipeline parameter (WeightsSource, Variant, ProcessingInstanceType, GitCommit)")
     pipeline.add_argument("--workdir", default=".local/pipeline-runs", help="run-local: where processing jobs run")
     pipeline.set_defaults(func=_cmd_pipeline)
 

@@ -1185,7 +1185,9 @@ def pipeline_requests(definition: dict, deployment: Deployment | None = None, ex
                     for a in ("logs:CreateLogStream", "logs:PutLogEvents")]
         elif step["Type"] == "RegisterModel":
             group = args["ModelPackageGroupName"]
-            out.append(("pipeline", Request("sagemaker:CreateModelPackage", arn("sagemaker", f"model-package/{group.lower()}/1"), why=why)))
+            status = args.get("ModelApprovalStatus")
+            context = {"sagemaker:ModelApprovalStatus": status} if isinstance(status, str) else {}  # a parameter's value is unknown here
+            out.append(("pipeline", Request("sagemaker:CreateModelPackage", arn("sagemaker", f"model-package/{group.lower()}/1"), context, why=why)))
         elif step["Type"] not in ("Condition", "Fail"):
             raise LookupError(f"pipeline step type {step['Type']}: add its IAM requests to infra/iam_policy.pipeline_requests")
     return out

@@ -292,6 +292,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
               + [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:model-package-group/" + g) for g in groups]),
         allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-PipelineRole-*")),
         LOGS_STATEMENT,
+        # A build registers for approval, never approved: whoever can start a pipeline must not skip the registry's approval.
+        {"Sid": "RegisterOnlyPendingApproval", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage"],
+         "Resource": "*", "Condition": {"StringNotEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}}},
     ])], "SageMaker Pipelines of clip-embedding-api: processing jobs, registry")
 
     resources["ApiFunctionRole"] = role("lambda.amazonaws.com", [policy("invoke-endpoints", [

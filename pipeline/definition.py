@@ -62,7 +62,6 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
     weights = ParameterString("WeightsSource", default_value="pretrained")
     variant = ParameterString("Variant", default_value=config.serving.variant)
     instance_type = ParameterString("ProcessingInstanceType", default_value=settings.processing_instance_type)
-    approval_status = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
     git_commit = ParameterString("GitCommit", default_value="unknown")
 
     def run_uri(leaf: str) -> Join:
@@ -121,7 +120,8 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
             content_types=["application/json", "image/jpeg", "image/png"],
             response_types=["application/json"],
             model_package_group_name=config.registry.model_package_group,
-            approval_status=approval_status,
+            # Always pending: only an approval in the registry may promote (the pipeline role is denied anything else).
+            approval_status="PendingManualApproval",
             description=config.description,
             model_metrics=ModelMetrics(
                 model_statistics=MetricsSource(content_type="application/json", s3_uri=Join(on="/", values=[evaluation_uri, "model_quality.json"]))
@@ -148,7 +148,7 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
     )
     return Pipeline(
         name=pipeline_name(config),
-        parameters=[weights, variant, instance_type, approval_status, git_commit],
+        parameters=[weights, variant, instance_type, git_commit],
         steps=[package, validate, check],
         sagemaker_session=session,
         # No SageMaker Experiments trial per run: it would need Experiments permissions for nothing we read.

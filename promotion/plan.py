@@ -26,6 +26,9 @@ class PackageInfo:
     image: str
     model_data_url: str
     model_quality_uri: str | None = None
+    modified_after_registration: bool = True  # LastModifiedTime present: something changed it after CreateModelPackage
+    registered_by: str = ""  # CreatedBy's IAM identity, where the registry records one
+    approved_by: str = ""  # LastModifiedBy's IAM identity (or user profile): who made the approval
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,19 @@ def alarm_names(config: ModelConfig, endpoint: str) -> list[str]:
     return [spec["AlarmName"] for spec in alarm_specs(config, endpoint, topic_arn="")]
 
 
+def approval_problem(package: PackageInfo) -> str | None:
+    """Why this Approved package's approval did not come from an approval in the registry, if it did not.
+
+    The pipeline registers PendingManualApproval (and its role is denied anything else); a package
+    that is Approved and was never modified after registration was created Approved, by someone
+    who skipped the registry. One approved by the identity that registered it approved itself."""
+    if not package.modified_after_registration:
+        return f"package {package.arn} was registered as Approved: an approval must be made in the Model Registry after registration"
+    if package.registered_by and package.approved_by == package.registered_by:
+        return f"package {package.arn} was approved by the identity that registered it ({package.registered_by})"
+    return None
+
+
 def endpoints_to_retire(existing: tuple[str, ...], new_endpoint: str, previous_endpoint: str | None, keep_previous: int) -> list[str]:
     """After a successful switch: keep the new endpoint and the `keep_previous` most recent others."""
     others = [name for name in existing if name != new_endpoint]
@@ -169,6 +185,8 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
         return skip(f"a promotion of version {package.version} is already in progress ({name} exists)", action="ignore")
     if package.approval_status != "Approved":
         return skip(f"package {package.arn} is {package.approval_status}, not Approved")
+    if problem := approval_problem(package):
+        return skip(problem)
     if live.version is not None and package.version < live.version:
         return skip(f"version {package.version} is superseded: version {live.version} is already serving")
 
@@ -207,6 +225,7 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "standby_config_name": f"{previous}{STANDBY_SUFFIX}" if previous else "",
             "standby_serverless_config": standby_config(config) or {},
             "smoke_test_uri": smoke_uri or "",
+            "approved_by": package.approved_by or "unknown",
             "smoke_min_cosine": settings.smoke_min_cosine,
             "poll_seconds": settings.poll_seconds,
             "max_polls": settings.max_polls,

@@ -164,7 +164,7 @@ def build_definition() -> dict:
         "RecordLive",
         resource=sdk("sagemaker", "updateModelPackage"),
         parameters={"ModelPackageArn.$": "$.plan.package_arn",
-                    "CustomerMetadataProperties": {"promotion": "live", "endpoint_name.$": "$.plan.endpoint_name"}},
+                    "CustomerMetadataProperties": {"promotion": "live", "endpoint_name.$": "$.plan.endpoint_name", "approved_by.$": "$.plan.approved_by"}},
         result_path=None,
     )
     _retry(record_live, SAGEMAKER_SDK_TRANSIENT)

@@ -64,6 +64,10 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
         image=container["Image"],
         model_data_url=container["ModelDataUrl"],
         model_quality_uri=quality,
+        modified_after_registration="LastModifiedTime" in package,
+        registered_by=package.get("CreatedBy", {}).get("IamIdentity", {}).get("Arn", ""),
+        approved_by=(package.get("LastModifiedBy", {}).get("IamIdentity", {}).get("Arn")
+                     or package.get("LastModifiedBy", {}).get("UserProfileName", "")),
     )
 
 

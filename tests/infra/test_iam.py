@@ -418,3 +418,12 @@ def test_pipeline_check_bites(rendered):
     deployment = Deployment(broken)
     denied = {r.action for _, role, r in pipeline_checks(deployment) if not deployment.allowed(role, r.action, r.resource, r.context)}
     assert denied == {"sagemaker:CreateModelPackage"}
+
+
+def test_the_pipeline_role_may_register_only_for_approval(deployment):
+    """Whoever starts a pipeline (or uses its role) must not be able to register a package as Approved."""
+    _, role, request = next(check for check in pipeline_checks(deployment) if check[2].action == "sagemaker:CreateModelPackage")
+    assert deployment.allowed(role, request.action, request.resource, {"sagemaker:ModelApprovalStatus": "PendingManualApproval"})
+    for status in ("Approved", "Rejected"):
+        assert not deployment.allowed(role, request.action, request.resource, {"sagemaker:ModelApprovalStatus": status})
+    assert not deployment.allowed(role, request.action, request.resource, {})  # the status left out (defaults are not trusted)

@@ -106,13 +106,14 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     sagemaker.create_model_package_group(ModelPackageGroupName=group)
     arns = []
-    for _ in range(2):
+    for _ in range(2):  # registered for approval, then approved in the registry, as the planner requires
         arns.append(sagemaker.create_model_package(
-            ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+            ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
             InferenceSpecification={"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:1",
                                                     "ModelDataUrl": "s3://b/run/model.tar.gz"}],
                                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         )["ModelPackageArn"])
+        sagemaker.update_model_package(ModelPackageArn=arns[-1], ModelApprovalStatus="Approved")
     from promotion.plan import resource_name
 
     set_pointer(env["SERVING_POINTER_TABLE"], config.model_id, resource_name(config.model_id, 1), 1, arns[0])

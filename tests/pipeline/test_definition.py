@@ -41,9 +41,8 @@ def test_parameters_an_operator_may_change(definition, b32_config):
         "WeightsSource": "pretrained",
         "Variant": b32_config.serving.variant,
         "ProcessingInstanceType": "ml.m5.2xlarge",
-        "ModelApprovalStatus": "PendingManualApproval",
         "GitCommit": "unknown",
-    }
+    }  # no ModelApprovalStatus: whoever starts an execution must not be able to register a package as Approved
 
 
 def test_steps_order_and_types(definition):
@@ -101,7 +100,7 @@ def test_every_json_get_path_exists_in_a_real_evaluation_report(definition, tiny
 def test_registration_request(definition, b32_config):
     register = steps_by_name(definition)["Register-RegisterModel"]["Arguments"]
     assert register["ModelPackageGroupName"] == b32_config.registry.model_package_group
-    assert register["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    assert register["ModelApprovalStatus"] == "PendingManualApproval"
     container = register["InferenceSpecification"]["Containers"][0]
     assert container["Image"] == "111122223333.dkr.ecr.eu-west-1.amazonaws.com/clip-embedding-api-serve:latest"
     assert container["ModelDataUrl"]["Std:Join"]["Values"][-1] == "model.tar.gz"

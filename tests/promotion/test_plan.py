@@ -128,3 +128,23 @@ def test_names_leave_room_for_the_standby_suffix():
     assert len(resource_name("m" * 52, 1) + "-sb") == 63  # SageMaker's limit, exactly
     with pytest.raises(ValueError):
         resource_name("m" * 53, 1)
+
+
+@pytest.mark.parametrize(
+    "modified, registered_by, approved_by, refused",
+    [
+        (True, "", "", None),  # approved in the registry (moto records no identities)
+        (True, "arn:aws:sts::1:assumed-role/pipeline/x", "arn:aws:sts::1:assumed-role/Admin/alice", None),
+        (False, "", "", "registered as Approved"),  # created Approved: nobody approved it in the registry
+        (True, "arn:aws:sts::1:assumed-role/pipeline/x", "arn:aws:sts::1:assumed-role/pipeline/x", "approved by the identity that registered it"),
+    ],
+)
+def test_an_approval_must_come_from_the_registry(b32_config, modified, registered_by, approved_by, refused):
+    from dataclasses import replace
+
+    pkg = replace(package(2), modified_after_registration=modified, registered_by=registered_by, approved_by=approved_by)
+    plan = plan_promotion(b32_config, pkg, live(), SETTINGS)
+    if refused:
+        assert plan.action == "skip" and refused in plan.reason
+    else:
+        assert plan.action == "promote" and plan.to_dict()["approved_by"] == (approved_by or "unknown")

@@ -242,3 +242,16 @@ def test_a_failed_release_of_provisioned_concurrency_costs_money_not_the_promoti
     assert result["status"] == "SUCCEEDED" and "ReleaseProvisionedConcurrency" in result["history"]
     assert world.serving_endpoint() == V(2) and world.endpoints() == {V(1), V(2)}
     assert world.sagemaker.describe_endpoint(EndpointName=V(1))["EndpointConfigName"] == V(1)
+
+
+def test_a_package_registered_as_approved_is_not_promoted(world):
+    """Whoever could call CreateModelPackage with Approved skipped the registry's approval: refused, and said so."""
+    arn = world.sagemaker.create_model_package(
+        ModelPackageGroupName="clip-tiny", ModelPackageDescription="registered approved",
+        InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": "s3://clip-test-bucket/run/artifact/model.tar.gz"}],
+                                "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+        ModelApprovalStatus="Approved")["ModelPackageArn"]
+    result = world.promote(arn)
+    assert result["history"][-1] == "Skipped" and "registered as Approved" in result["plan"]["reason"]
+    assert world.endpoints() == set() and world.serving_endpoint() == ""
+    assert world.notifications()[-1]["subject"] == "clip-embedding-api promotion skipped"
