@@ -26,7 +26,9 @@ from pathlib import Path
 from clip_api.model_config import ModelConfig, load_model_config
 
 STATE_FILE = Path(".local/state.json")
-DEFAULT_MODELS = ("clip-vit-b-32", "clip-vit-l-14")
+# B/32 by default: exporting and quantising L/14 takes minutes on a laptop (add it with --models).
+DEFAULT_MODELS = ("clip-vit-b-32",)
+SLOW_BUILDS = {"clip-vit-l-14": "ViT-L/14: loading, exporting and quantising take several minutes on a laptop"}
 
 
 @dataclass
@@ -64,10 +66,27 @@ def choose_models(settings: LocalSettings, log) -> tuple[list[ModelConfig], str]
     missing = [(c, why) for c in configs if not c.demo_only for ok, why in [pretrained_available(c)] if not ok]
     if not missing:
         return configs, "pretrained"
-    for config, why in missing:
-        log(f"  ! pretrained weights for {config.model_id} cannot be had here: {why}")
-    log("  ! running the tiny demo model instead (use --random-weights for the full-size architectures at random init)")
+    reasons = "; ".join(f"pretrained weights for {config.model_id} cannot be had here: {why}" for config, why in missing)
+    log(f"  ! {reasons}: serving the tiny demo model instead (64-d, random weights; --random-weights for the full-size architectures at random init)")
     return [load_model_config("clip-tiny")], "random"
+
+
+def fetch_weights(configs: list[ModelConfig], log) -> None:
+    """Download the pinned weights files now, with a progress bar, before the pipeline's Package step reads them from the cache."""
+    from model_build.weights import fetch_pinned_file, file_sha256, pinned_file_path
+
+    for config in configs:
+        pin = config.open_clip.weights_file
+        if pin is None:
+            continue
+        path = pinned_file_path(pin)
+        if path.is_file() and file_sha256(path) == pin.sha256:
+            log(f"   {config.model_id}: {path} (cached, sha256 verified)")
+            continue
+        log(f"   {config.model_id}: downloading {pin.url} into {path.parent} (resumable: run again after an interruption)")
+        started = time.monotonic()
+        fetch_pinned_file(pin, progress=True, log=lambda line: log("   " + line))
+        log(f"   {config.model_id}: sha256 {pin.sha256} verified ({time.monotonic() - started:.0f} s)")
 
 
 def write_state(path: Path, data: dict) -> None:
@@ -117,12 +136,19 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
         os.environ.update({"SERVED_MODELS": ",".join(c.model_id for c in configs), "MODEL_ID": configs[0].model_id, "CLIP_API_BUCKET": outputs["ArtifactBucketName"]})
         pipeline_settings = PipelineSettings.from_env()
 
+        if weights == "pretrained":
+            log("   weights: the files the model configs pin, verified by sha256")
+            fetch_weights(configs, log)
         log(f"2. building {', '.join(c.model_id for c in configs)} with the SageMaker Pipeline definition, locally (weights: {weights})")
         for config in configs:
+            if config.model_id in SLOW_BUILDS:
+                log(f"   {SLOW_BUILDS[config.model_id]}")
+            started = time.monotonic()
             result = run_pipeline_locally(config, pipeline_settings, workdir / "pipeline-runs", {"WeightsSource": weights}, log=lambda line: log("  " + line))
             if result.status != "Succeeded":
                 raise RuntimeError(f"the {config.model_id} pipeline failed: {result.failure_reason}")
-            log(f"   registered {result.model_package_arn} (PendingManualApproval)")
+            log(f"   registered {result.model_package_arn} (PendingManualApproval) after {time.monotonic() - started:.0f} s")
+            log(f"   {golden_case(workdir / 'pipeline-runs' / result.execution_id)}")
             if settings.approve:
                 session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
                 log("   approved (--approve)")
@@ -156,6 +182,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
                 log(f"   try: curl -s -X POST {gateway.url}/{configs[0].route} -H 'Content-Type: application/json' -d '{{\"text\": \"a photo of a dog\"}}'")
                 if settings.example_requests:
                     send_examples(gateway.url, configs[0], log)
+                    zero_shot_example(gateway.url, configs[0], weights, log)
                 status.ready.set()
                 if settings.exit_when_ready:
                     stop.set()
@@ -202,6 +229,55 @@ def send_examples(api_url: str, config: ModelConfig, log) -> None:
         else:
             summary = json.dumps(answer)
         log(f"   {label}: {status} {summary}")
+
+
+def golden_case(run_dir: Path) -> str:
+    """Which golden references the validation gate applied, from the run's evaluation.json."""
+    for report in sorted(Path(run_dir).glob("Validate/**/evaluation.json")):
+        data = json.loads(report.read_text())
+        return f"golden references: {data.get('golden', {}).get('note') or data['verdict'].get('golden', 'none')}"
+    return "golden references: see the Validate step's evaluation.json"
+
+
+def _post_json(url: str, payload: dict):
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def zero_shot_example(api_url: str, config: ModelConfig, weights: str, log) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Score two images a person can judge (a rendered word, a bundled photo) against a few labels, through the stable URL."""
+    import base64
+    import io
+
+    import numpy as np
+
+    from model_build.probes import ZERO_SHOT_PROMPT, photographs, render_word
+
+    buffer = io.BytesIO()
+    render_word("guitar").save(buffer, "PNG")
+    cases = [("an image of the rendered word \"guitar\"", buffer.getvalue(),
+              [ZERO_SHOT_PROMPT.format(word) for word in ("guitar", "pizza", "boat", "clock", "bird")])]
+    cat = next((photo for photo in photographs() if photo.name == "photo-chelsea.png"), None)
+    if cat is not None:
+        cases.append(("scikit-image's photo chelsea.png", cat.data,
+                      ["a photo of a cat", "a photo of a dog", "a photo of a car", "a photo of a pizza", "a photo of the moon"]))
+    note = "" if weights == "pretrained" else " (random weights: these scores mean nothing)"
+    log(f"7. zero-shot example through {api_url}/{config.route}: softmax(100 x cosine) over the labels{note}")
+    results = []
+    for description, image, labels in cases:
+        url = f"{api_url}/{config.route}"
+        image_vector = np.asarray(_post_json(url, {"image": base64.b64encode(image).decode()}))
+        label_vectors = np.asarray(_post_json(url, {"texts": labels}))
+        logits = 100 * label_vectors @ image_vector
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        ranked = sorted(zip(labels, probabilities.tolist()), key=lambda item: -item[1])
+        results.append((description, ranked))
+        log(f"   {description}: " + ", ".join(f"{label!r} {100 * p:.1f}%" for label, p in ranked[:3]))
+    return results
 
 
 def register_state_machine(session, stack_name: str, topic_arn: str) -> str:

@@ -143,6 +143,10 @@ def test_random_init_b32_validates_offline_and_is_refused_by_its_production_conf
     result = validate_artifact(b32_fp32.directory, b32_config)
     assert result.report["metrics"]["parity_min_cosine"] >= 0.99999
     assert reasons_of(result) == ["weights are random-init and the model config does not allow it (demo/test configs only)"]
+    # the full-size architecture at random init is far from the sanity thresholds set from chance
+    metrics, thresholds = result.report["metrics"], result.report["thresholds"]
+    assert metrics["zero_shot_top1"] < thresholds["zero_shot_min_top1"]
+    assert metrics["text_similarity_accuracy"] < thresholds["text_similarity_min_accuracy"]
 
 
 def test_cli_validate_and_references(tiny_fp32, tmp_path, capsys):
@@ -162,6 +166,7 @@ def test_cli_validate_and_references(tiny_fp32, tmp_path, capsys):
     assert np.allclose(fresh.text, shipped.text, atol=1e-6) and np.allclose(fresh.image, shipped.image, atol=1e-6)
 
 
-def test_cli_references_without_weights_fails_clearly(offline_hub, capsys):
+def test_cli_references_without_weights_fails_clearly(offline_hub, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIP_API_WEIGHTS_CACHE", str(tmp_path / "empty-cache"))  # never the real cache: it would write configs/
     assert main(["references", "clip-vit-b-32"]) == 2
     assert "could not be downloaded" in capsys.readouterr().err

@@ -16,13 +16,14 @@ def test_weights_source_parsing(tmp_path):
         WeightsSource.parse("openai-please")
 
 
-def test_unreachable_pretrained_weights_fail_clearly_naming_alternatives(b32_config, offline_hub):
-    """The real loading code runs (open_clip's hub download); offline it must fail loudly, never fall back."""
+def test_unreachable_pretrained_weights_fail_clearly_naming_alternatives(b32_config, offline_hub, monkeypatch, tmp_path):
+    """The real loading code runs (the pinned file's cache, then its download); offline it must fail loudly, never fall back."""
+    monkeypatch.setenv("CLIP_API_WEIGHTS_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(WeightsUnavailableError) as caught:
         build_model(b32_config, WeightsSource("pretrained"), cache_dir=str(offline_hub))
     message = str(caught.value)
     assert "ViT-B-32-quickgelu/openai" in message
-    for alternative in ("--weights PATH", "s3://", "--weights random", "HF_HUB_OFFLINE"):
+    for alternative in ("--weights PATH", "s3://", "--weights random", "HF_HUB_OFFLINE", "CLIP_API_WEIGHTS_CACHE", b32_config.open_clip.weights_file.sha256):
         assert alternative in message
 
 
@@ -82,5 +83,19 @@ def test_served_architectures_use_quick_gelu(model_id):
 @pytest.mark.weights
 @pytest.mark.skipif(os.environ.get("CLIP_API_WEIGHTS_TESTS") != "1", reason="needs the released weights (network): set CLIP_API_WEIGHTS_TESTS=1")
 def test_pretrained_openai_weights_load(b32_config):
+    """The real download (or cache) of the pinned file: its sha256 is verified before it is loaded."""
     built = build_model(b32_config, WeightsSource("pretrained"))
     assert built.weights.source == "pretrained" and built.quick_gelu
+    assert built.weights.checkpoint_sha256 == b32_config.open_clip.weights_file.sha256
+
+
+def test_production_configs_pin_their_weights_with_sources():
+    from clip_api.model_config import load_all_model_configs
+
+    for config in load_all_model_configs():
+        if config.demo_only:
+            continue
+        pin = config.open_clip.weights_file
+        assert pin is not None and pin.sources, config.model_id
+        if pin.url.startswith("https://openaipublic.azureedge.net/clip/models/"):
+            assert pin.url.split("/")[-2] == pin.sha256  # OpenAI's URLs carry the file's sha256
