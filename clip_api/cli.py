@@ -357,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_argument("--seed", type=int, default=0)
     loadtest.add_argument("--json", help="also write the report as JSON here")
     loadtest.set_defaults(func=_cmd_loadtest)
+
+    from clip_api.embed_dataset_cli import add_commands as add_embed_dataset
+
+    add_embed_dataset(commands)
     return parser
 
 
