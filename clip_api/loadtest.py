@@ -8,6 +8,10 @@ throughout and at the end, and the clients of one hostile client are reported ap
 others. Threads with `http.client` (keep-alive, one connection per client) suffice: the request
 bodies are built once, so a client's work per request is a `send` and a JSON-sized `recv`.
 
+The hostile client (`--hostile`) sends, in turn, a full batch of the longest texts (each one
+random word: BPE's worst case) and the most pixels per request in JPEGs with the most scans the
+limits admit, and ignores Retry-After; the other clients' figures are reported apart from it.
+
 Bounded by construction: loopback URLs only, at most `MAX_CLIENTS` clients and `MAX_DURATION_S`
 seconds, an optional request cap, and a per-request timeout; after the duration no new request
 starts and the run ends once those in flight are answered or time out.
@@ -266,7 +270,8 @@ class _Run:
                 connection = None
             with self.lock:
                 self.outcomes.append(outcome)
-            if outcome.retry_after is not None and outcome.status in (429, 503) and self.settings.retry_wait_max_s > 0:
+            # the hostile client ignores Retry-After, as an attacker would: it retries at once to get its work admitted
+            if not hostile and outcome.retry_after is not None and outcome.status in (429, 503) and self.settings.retry_wait_max_s > 0:
                 try:
                     wait = min(float(outcome.retry_after), self.settings.retry_wait_max_s)
                 except ValueError:
