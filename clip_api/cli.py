@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("action", choices=["up", "approve", "build", "down"])
     local.add_argument("model_id", nargs="?", help="approve/build: the model")
     local.add_argument("version", nargs="?", type=int, help="approve: the model package version")
-    local.add_argument("--models", help="up: comma-separated model ids (default: clip-vit-b-32,clip-vit-l-14; the tiny model where weights cannot be had)")
+    local.add_argument("--models", help="up: comma-separated model ids (default: clip-vit-b-32; add clip-vit-l-14 for L/14, minutes more to build; the tiny model where weights cannot be had)")
     local.add_argument("--approve", action="store_true", help="up: approve each registered version at once")
     local.add_argument("--random-weights", action="store_true", help="up: full-size architectures at random init (demo only)")
     local.add_argument("--port", type=int, default=8000, help="up: port of the local API")
