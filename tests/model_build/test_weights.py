@@ -1,3 +1,4 @@
+import json
 import os
 
 import open_clip
@@ -99,3 +100,20 @@ def test_production_configs_pin_their_weights_with_sources():
         assert pin is not None and pin.sources, config.model_id
         if pin.url.startswith("https://openaipublic.azureedge.net/clip/models/"):
             assert pin.url.split("/")[-2] == pin.sha256  # OpenAI's URLs carry the file's sha256
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(os.environ.get("CLIP_API_WEIGHTS_TESTS") != "1", reason="needs the released weights (network): set CLIP_API_WEIGHTS_TESTS=1")
+def test_released_b32_passes_the_gate(b32_config, tmp_path):
+    """What the offline stand-in tests show, against the real file: download (or the cache), sha256, first-use or
+    committed golden references, sanity checks, parity. Run it to check an install on a networked machine."""
+    from model_build.package import package_model
+    from model_build.progress import Progress
+    from model_build.validate import validate_artifact
+
+    artifact = package_model(b32_config, tmp_path, WeightsSource("pretrained"), variant="fp32", progress=Progress(4))
+    result = validate_artifact(artifact.directory, b32_config)
+    report = result.report
+    print(json.dumps({"golden": report["golden"], "metrics": report["metrics"], "thresholds": report["thresholds"]}, indent=2))
+    assert result.passed, report["verdict"]["reasons"]
+    assert report["verdict"]["golden"] in ("committed", "first-use-computed", "first-use-stored")
