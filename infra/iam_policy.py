@@ -865,7 +865,8 @@ def task_requests(resource: str, params: dict, deployment: Deployment | None = N
         return requests
     if service == "dynamodb" and action in ("putItem", "getItem", "updateItem", "deleteItem"):
         table = params["TableName"]
-        requests = [Request(f"dynamodb:{action[0].upper() + action[1:]}", arn("dynamodb", f"table/{table}"), why=f"dynamodb:{action}")]
+        requests = [Request(f"dynamodb:{action[0].upper() + action[1:]}", arn("dynamodb", f"table/{table}"), _leading_keys(params),
+                            why=f"dynamodb:{action}")]
         key = key_of("table", table)
         if key:
             requests += [Request("kms:Decrypt", key, why=f"dynamodb:{action} on a table encrypted with a customer key")]
@@ -943,8 +944,10 @@ def workflow_requests(definition: dict, inputs: list[dict], deployment: Deployme
     def walk(defn: dict, data: dict, prefix: str):
         for name, state in defn.get("States", {}).items():
             if state.get("Type") == "Task":
+                context = {"Execution": {"Id": arn("states", "execution:clip-embedding-api-promotion:check"), "Input": data,
+                                         "StartTime": "2026-01-01T00:00:00Z"}}
                 try:
-                    params = apply_parameters(state.get("Parameters", {}), data)
+                    params = apply_parameters(state.get("Parameters", {}), data, context)
                 except (KeyError, IndexError, TypeError):
                     continue
                 if any(value == "" for key, value in params.items() if key.endswith("Name")):
@@ -985,6 +988,13 @@ class Call:
 _NO_PERMISSION = {("sts", "GetCallerIdentity")}
 
 
+def _leading_keys(params: dict) -> dict:
+    """dynamodb:LeadingKeys, the partition key values an item request touches (a string key's value)."""
+    item = params.get("Key") or params.get("Item") or {}
+    values = [value["S"] for value in item.values() if isinstance(value, dict) and "S" in value][:1]
+    return {"dynamodb:LeadingKeys": values} if values else {}
+
+
 def call_requests(call: Call, deployment: Deployment | None = None) -> list[Request]:
     """The IAM requests one AWS API call needs. Raises LookupError for an operation not mapped yet."""
     s, op, p = call.service, call.operation, call.params
@@ -1001,7 +1011,8 @@ def call_requests(call: Call, deployment: Deployment | None = None) -> list[Requ
                    "GetBucketLocation": "s3:GetBucketLocation", "CreateBucket": "s3:CreateBucket"}
         if op not in mapping:
             raise LookupError(f"s3:{op}: add it to infra/iam_policy.call_requests")
-        requests = [Request(mapping[op], target, why=f"s3 {op}")]
+        context = {"s3:prefix": p.get("Prefix", "")} if mapping[op] == "s3:ListBucket" else {}
+        requests = [Request(mapping[op], target, context, why=f"s3 {op}")]
         key = deployment.bucket_key_arn(bucket) if deployment else None
         if key and mapping[op] == "s3:GetObject":
             requests.append(Request("kms:Decrypt", key, why=f"s3 {op} of an object encrypted with the bucket's key"))
@@ -1014,7 +1025,8 @@ def call_requests(call: Call, deployment: Deployment | None = None) -> list[Requ
         if op in ("CreateEndpoint", "UpdateEndpoint"):
             return [Request(action, _sagemaker_arn("endpoint", p["EndpointName"])),
                     Request(action, _sagemaker_arn("endpoint-config", p["EndpointConfigName"]))]
-        for key, kind in (("EndpointName", "endpoint"), ("EndpointConfigName", "endpoint-config"), ("ModelName", "model"),
+        # TransformJobName first: CreateTransformJob also names a model, and is authorised on the job
+        for key, kind in (("TransformJobName", "transform-job"), ("EndpointName", "endpoint"), ("EndpointConfigName", "endpoint-config"), ("ModelName", "model"),
                           ("PipelineName", "pipeline"), ("ModelPackageGroupName", "model-package-group"),
                           ("ProcessingJobName", "processing-job"), ("PipelineExecutionArn", "pipeline-execution")):
             if key in p:
@@ -1033,7 +1045,7 @@ def call_requests(call: Call, deployment: Deployment | None = None) -> list[Requ
     if s == "lambda" and "FunctionName" in p:
         return [Request("lambda:InvokeFunction" if op in ("Invoke", "InvokeAsync") else action, _function_arn(p["FunctionName"]), why=op)]
     if s == "dynamodb" and "TableName" in p:
-        requests = [Request(action, arn("dynamodb", f"table/{p['TableName']}"), why=op)]
+        requests = [Request(action, arn("dynamodb", f"table/{p['TableName']}"), _leading_keys(p), why=op)]
         key = deployment.table_key_arn(p["TableName"]) if deployment else None
         if key:
             requests.append(Request("kms:Decrypt", key, why=f"{op} on a table encrypted with a customer key"))

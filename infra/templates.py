@@ -221,6 +221,9 @@ def _public_access_block() -> dict:
 
 PLANNER_FUNCTION = f"{PREFIX}-promotion-planner"
 POINTER_TABLE = f"{PREFIX}-serving-pointer"
+LOCK_ITEMS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["lock:*"]}}
+BATCH_PREFIX = "batch/"  # S3 keys of embed-dataset's Batch Transform inputs and outputs
+BATCH_NAME_PREFIX = "clip-bt-"  # its SageMaker models and transform jobs
 SMOKE_TEST_FUNCTION = f"{PREFIX}-smoke-test"
 
 
@@ -279,6 +282,39 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["cloudwatch:PutMetricData"], "*", sid="PutMetricDataHasNoResourceLevelPermissions"),
         LOGS_STATEMENT,
     ])], "SageMaker models of clip-embedding-api: read artifacts, pull the serving image")
+    # Batch Transform (clip-api embed-dataset): the job reads the package's model.tar.gz and its
+    # input shards, writes .out files under batch/ only (clip_api/batch_transform.py).
+    batch_objects_arn = sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}/" + BATCH_PREFIX + "*")
+    resources["TransformRole"] = role("sagemaker.amazonaws.com", [policy("batch-transform", [
+        allow(["s3:GetObject"], objects_arn),
+        allow(["s3:PutObject"], batch_objects_arn),
+        {**allow(["s3:ListBucket"], bucket_arn), "Condition": {"StringLike": {"s3:prefix": [BATCH_PREFIX + "*"]}}},
+        kms_use,
+        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
+        allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
+        allow(["cloudwatch:PutMetricData"], "*", sid="PutMetricDataHasNoResourceLevelPermissions"),
+        allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+              sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/sagemaker/TransformJobs*")),
+    ])], "SageMaker Batch Transform jobs of clip-embedding-api: read the model and batch inputs, write batch outputs")
+    sm_arn = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
+    # What `clip-api embed-dataset --backend batch-transform` calls, for the person or CI role that runs it.
+    resources["EmbedDatasetPolicy"] = {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+        "Description": "run clip-api embed-dataset on Batch Transform with an approved model package",
+        "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+            allow(["sagemaker:ListModelPackages"], "*", sid="ListModelPackagesHasNoResourceLevelPermissions"),
+            allow(["sagemaker:DescribeModelPackage"], [sub(sm_arn + "model-package/" + g + "/*") for g in groups]),
+            allow(["dynamodb:GetItem"], pointer_table_arn),
+            allow(["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:AddTags"], sub(sm_arn + "model/" + BATCH_NAME_PREFIX + "*")),
+            allow(["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob", "sagemaker:AddTags"],
+                  sub(sm_arn + "transform-job/" + BATCH_NAME_PREFIX + "*")),
+            {**allow(["iam:PassRole"], getatt("TransformRole", "Arn")), "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+            allow(["s3:GetObject"], objects_arn),  # the package's model.tar.gz (HeadObject: its digest) and the .out files
+            allow(["s3:PutObject"], batch_objects_arn),
+            {**allow(["s3:ListBucket"], bucket_arn), "Condition": {"StringLike": {"s3:prefix": [BATCH_PREFIX + "*"]}}},
+            kms_use,
+            allow(["cloudformation:DescribeStacks"], sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*")),
+        ]},
+    }}
     resources["PipelineRole"] = role("sagemaker.amazonaws.com", [policy("build-models", [
         allow(["s3:GetObject", "s3:PutObject"], objects_arn),
         allow(["s3:ListBucket"], bucket_arn),
@@ -323,6 +359,8 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["sagemaker:DescribeModelPackage"], [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:model-package/" + g + "/*") for g in groups]),
         allow(["sagemaker:ListEndpoints"], "*", sid="ListEndpointsHasNoResourceLevelPermissions"),
         allow(["dynamodb:GetItem"], pointer_table_arn),
+        # The per-model promotion lock (promotion/lock.py): lock items only, never a serving pointer.
+        {**allow(["dynamodb:PutItem", "dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion planner: read the package and what is live")
     resources["PlannerFunction"] = lambda_function(
@@ -351,6 +389,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["sagemaker:UpdateModelPackage"], [sub(sagemaker_arn + ":model-package/" + g + "/*") for g in groups]),
         {**allow(["iam:PassRole"], getatt("ModelExecutionRole", "Arn")), "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
         allow(["dynamodb:PutItem"], pointer_table_arn),
+        {**allow(["dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},  # releasing the promotion lock
         allow(["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"], sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:clip-*")),
         allow(["sns:Publish"], ref("Topic")),
         kms_use,
@@ -396,6 +435,8 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
             "StateMachineArn": {"Value": ref("PromotionStateMachine")},
             "ModelExecutionRoleArn": {"Value": getatt("ModelExecutionRole", "Arn")},
             "PipelineRoleArn": {"Value": getatt("PipelineRole", "Arn")},
+            "TransformRoleArn": {"Value": getatt("TransformRole", "Arn")},
+            "EmbedDatasetPolicyArn": {"Value": ref("EmbedDatasetPolicy")},
         },
     }
 

@@ -60,7 +60,10 @@ class LocalPromoter:
         package = self.sagemaker.describe_model_package(ModelPackageName=package_arn)
         event = approval_event(package)
         planner_env = self._function_env(PLANNER_FUNCTION)
-        plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.session.client("dynamodb"), settings_from_env(planner_env))
+        name = f"local-{uuid.uuid4().hex[:12]}"
+        execution_arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+        plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.session.client("dynamodb"), settings_from_env(planner_env),
+                              execution_arn)
         self.log(f"  plan: {plan['action']}: {plan['reason']}")
         self.control_plane.queue_lambda_result(plan)
         if plan["action"] == "promote":
@@ -74,7 +77,7 @@ class LocalPromoter:
                 smoke = {"passed": False, "reason": f"the endpoint's container did not start: {error}", "min_cosine": 0.0}
             self.log(f"  smoke test: {'passed' if smoke['passed'] else 'FAILED'}: {smoke['reason']}")
             self.control_plane.queue_lambda_result(smoke)
-        execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=f"local-{uuid.uuid4().hex[:12]}", input=json.dumps(event))
+        execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))
         deadline = time.monotonic() + timeout_s
         while (described := self.sfn.describe_execution(executionArn=execution["executionArn"]))["status"] == "RUNNING":
             if time.monotonic() > deadline:

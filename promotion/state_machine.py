@@ -91,6 +91,20 @@ def _publish(state_id: str, subject: str, message_format: str, *paths: str) -> T
     )
 
 
+def _release_lock(state_id: str, next_step):
+    """Give the model's promotion lock back (only if still ours); a failure here only delays the next
+    promotion until the lock expires, so it is recorded and the workflow goes on."""
+    task = SdkTask(
+        state_id, resource=optimised("dynamodb:deleteItem"),
+        parameters={"TableName.$": "$.plan.pointer_table", "Key.$": "$.plan.lock_key", "ConditionExpression": "#owner = :me",
+                    "ExpressionAttributeNames": {"#owner": "owner"}, "ExpressionAttributeValues.$": "$.plan.lock_owner_values"},
+        result_path=None)
+    _retry(task, DYNAMODB_TRANSIENT)
+    task.add_catch(Catch(error_equals=ALL_ERRORS, next_step=next_step, result_path="$.lock_error"))
+    task.next(next_step)
+    return task
+
+
 def build_definition() -> dict:
     # ---- failure handling (built first: the happy path points into it) ----------------------
     promotion_failed = Fail("PromotionFailed", error="PromotionFailed", cause="promotion rolled back; see the SNS notification")
@@ -100,6 +114,7 @@ def build_definition() -> dict:
         "$.plan.model_id", "$.plan.version", "$.error.Error", "$.error.Cause",
     )
     notify_failure.next(promotion_failed)
+    release_after_failure = _release_lock("ReleaseLockAfterFailure", notify_failure)
     record_rejected = SdkTask(
         "RecordRejected",
         resource=sdk("sagemaker", "updateModelPackage"),
@@ -112,7 +127,7 @@ def build_definition() -> dict:
         result_path=None,
     )
     _retry(record_rejected, SAGEMAKER_SDK_TRANSIENT)
-    _catch_to(record_rejected, notify_failure).next(notify_failure)
+    _catch_to(record_rejected, release_after_failure).next(release_after_failure)
 
     def delete(state_id, action, key):
         task = SdkTask(state_id, resource=sdk("sagemaker", action), parameters={key + ".$": "$.plan.endpoint_name"}, result_path=None)
@@ -142,6 +157,7 @@ def build_definition() -> dict:
         "$.plan.model_id", "$.plan.version", "$.error.Error", "$.restore_error.Error", "$.restore_error.Cause", "$.plan.endpoint_name",
     )
     notify_restore_failed.next(restore_failed)
+    release_after_restore_failure = _release_lock("ReleaseLockAfterRestoreFailure", notify_restore_failed)
     restore_previous = SdkTask(
         "RestorePrevious",
         resource=optimised("dynamodb:putItem"),
@@ -152,7 +168,7 @@ def build_definition() -> dict:
     _retry(restore_previous, DYNAMODB_TRANSIENT, attempts=5)
     # The pointer no longer names our endpoint (never switched, or moved on since): nothing to restore.
     restore_previous.add_catch(Catch(error_equals=CONDITION_FAILED, next_step=delete_new_alarms, result_path="$.restore_error"))
-    restore_previous.add_catch(Catch(error_equals=ALL_ERRORS, next_step=notify_restore_failed, result_path="$.restore_error"))
+    restore_previous.add_catch(Catch(error_equals=ALL_ERRORS, next_step=release_after_restore_failure, result_path="$.restore_error"))
     restore_previous.next(delete_new_alarms)
 
     # ---- happy path --------------------------------------------------------------------------
@@ -160,6 +176,7 @@ def build_definition() -> dict:
     notify_success = _publish("NotifySuccess", "clip-embedding-api promotion succeeded", "{}: {}",
                               "$.plan.model_id", "$.plan.reason")
     notify_success.next(promoted)
+    release_after_success = _release_lock("ReleaseLockAfterSuccess", notify_success)
     record_live = SdkTask(
         "RecordLive",
         resource=sdk("sagemaker", "updateModelPackage"),
@@ -168,8 +185,8 @@ def build_definition() -> dict:
         result_path=None,
     )
     _retry(record_live, SAGEMAKER_SDK_TRANSIENT)
-    record_live.add_catch(Catch(error_equals=ALL_ERRORS, next_step=notify_success, result_path="$.record_error"))
-    record_live.next(notify_success)
+    record_live.add_catch(Catch(error_equals=ALL_ERRORS, next_step=release_after_success, result_path="$.record_error"))
+    record_live.next(release_after_success)
 
     retire_model = _retry(SdkTask("RetireModel", resource=sdk("sagemaker", "deleteModel"), parameters={"ModelName.$": "$.name"}, result_path=None),
                           SAGEMAKER_SDK_TRANSIENT)
@@ -337,7 +354,7 @@ def build_definition() -> dict:
     )
     _retry(create_model, SAGEMAKER_OPTIMISED_TRANSIENT, interval_s=5)
     # Nothing of this execution exists yet (a concurrent duplicate fails here): notify, clean nothing.
-    _catch_to(create_model, notify_failure).next(create_config)
+    _catch_to(create_model, release_after_failure).next(create_config)
 
     skipped = Succeed("Skipped")
     notify_skipped = _publish("NotifySkipped", "clip-embedding-api promotion skipped", "{}: promotion of version {} skipped: {}",
@@ -347,6 +364,9 @@ def build_definition() -> dict:
     is_promotion = Choice("IsPromotion")
     is_promotion.add_choice(ChoiceRule.StringEquals("$.plan.action", "promote"), create_model)
     is_promotion.add_choice(ChoiceRule.StringEquals("$.plan.action", "ignore"), already_handled)
+    # Another promotion of the model holds its lock: wait, then plan again against what it left.
+    wait_for_lock = Wait("WaitForLock", seconds_path="$.plan.wait_seconds")
+    is_promotion.add_choice(ChoiceRule.StringEquals("$.plan.action", "wait"), wait_for_lock)
     is_promotion.default_choice(notify_skipped)
 
     plan_failed = Fail("PlanFailed", error="PlanFailed", cause="the promotion could not be planned; see the SNS notification")
@@ -356,12 +376,15 @@ def build_definition() -> dict:
     plan = SdkTask(
         "Plan",
         resource=optimised("lambda:invoke"),
-        parameters={"FunctionName": PLAN_FUNCTION, "Payload.$": "$"},
+        # The execution's own input, whichever pass this is: WaitForLock loops back here.
+        parameters={"FunctionName": PLAN_FUNCTION, "Payload": {"event.$": "$$.Execution.Input", "execution_id.$": "$$.Execution.Id",
+                                                              "execution_start.$": "$$.Execution.StartTime"}},
         result_selector={"plan.$": "$.Payload"},
         result_path="$",
     )
     _retry(plan, LAMBDA_TRANSIENT, attempts=3)
     _catch_to(plan, notify_plan_failure).next(is_promotion)
+    wait_for_lock.next(plan)
 
     graph = Graph(plan, comment="clip-embedding-api: promote an approved model package to a serverless endpoint, or roll back",
                   timeout_seconds=7200)

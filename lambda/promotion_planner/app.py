@@ -9,6 +9,8 @@ BAKE_SECONDS, SMOKE_MIN_COSINE.
 from __future__ import annotations
 
 import os
+import time
+from datetime import datetime
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -17,7 +19,8 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from clip_api.model_config import ModelConfig, load_all_model_configs
-from promotion.plan import LiveState, PackageInfo, Settings, endpoint_prefix, plan_promotion
+from promotion import lock
+from promotion.plan import LiveState, PackageInfo, Plan, Settings, endpoint_prefix, plan_promotion
 from promotion.pointer import TABLE_ENV, read_pointer
 
 logger = Logger(service="clip-promotion-planner")
@@ -31,6 +34,14 @@ class PackageStateChange(BaseModel):
 
 class ApprovalEvent(EventBridgeModel):
     detail: PackageStateChange
+
+
+class PlanRequest(BaseModel):
+    """What the workflow's Plan task sends: the approval event and which execution asks (the lock's owner)."""
+
+    event: ApprovalEvent
+    execution_id: str
+    execution_start: datetime
 
 
 def settings_from_env(env=os.environ) -> Settings:
@@ -80,16 +91,35 @@ def read_live_state(dynamodb, sagemaker, config: ModelConfig, table: str) -> Liv
     return LiveState(pointer=pointer, endpoints=names)
 
 
-def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings) -> dict:
+def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings, execution_id: str, started_at: float | None = None,
+                   now=time.time) -> dict:
+    """Take the model's promotion lock, then read and decide: a plan never races another promotion."""
     package = read_package(sagemaker, event.detail.ModelPackageArn)
     config = config_for_group(package.group)
-    live = read_live_state(dynamodb, sagemaker, config, settings.pointer_table)
-    plan = plan_promotion(config, package, live, settings).to_dict()
+    clock = now()
+    deadline = (started_at if started_at is not None else clock) + lock.EXECUTION_LIMIT_S
+    holder = lock.read_holder(dynamodb, settings.pointer_table, config.model_id)
+    decision = lock.decide(holder, execution_id, clock, deadline)
+    if decision == "acquire" and not lock.try_acquire(dynamodb, settings.pointer_table, config.model_id, execution_id, clock, deadline):
+        decision = "wait"  # another promotion took it between the read and the write
+    if decision != "acquire":
+        owner = holder.owner if holder else "another promotion"
+        action, reason = (("wait", f"another promotion of {config.model_id} ({owner}) is running: waiting for it to end")
+                          if decision == "wait" else
+                          ("skip", f"another promotion of {config.model_id} ({owner}) held the lock too long for this one to finish: approve again"))
+        plan = Plan(action, reason, config.model_id, package.arn, package.version, {"wait_seconds": settings.poll_seconds}).to_dict()
+    else:
+        live = read_live_state(dynamodb, sagemaker, config, settings.pointer_table)
+        plan = plan_promotion(config, package, live, settings).to_dict()
+        if plan["action"] != "promote":
+            lock.release(dynamodb, settings.pointer_table, config.model_id, execution_id)
+        plan.update(lock_key=lock.lock_key(config.model_id), lock_owner_values={":me": {"S": execution_id}})
     logger.info("promotion planned", extra={"action": plan["action"], "reason": plan["reason"], "package_arn": package.arn})
     return plan
 
 
 @logger.inject_lambda_context
-@event_parser(model=ApprovalEvent)
-def handler(event: ApprovalEvent, context: LambdaContext) -> dict:
-    return plan_for_event(event, boto3.client("sagemaker"), boto3.client("dynamodb"), settings_from_env())
+@event_parser(model=PlanRequest)
+def handler(request: PlanRequest, context: LambdaContext) -> dict:
+    return plan_for_event(request.event, boto3.client("sagemaker"), boto3.client("dynamodb"), settings_from_env(),
+                          request.execution_id, request.execution_start.timestamp())

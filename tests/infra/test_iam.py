@@ -206,6 +206,7 @@ def _live_state(model_id: str, previous: str, version: int, package_arn: str, en
 def workflow_inputs(deployment) -> list[dict]:
     """State inputs of the promotion workflow, from the real planner logic with the rendered planner's settings:
     a first deployment and a replacement with retired endpoints, for every served model."""
+    from promotion.lock import lock_key
     from promotion.plan import PackageInfo, plan_promotion, resource_name
     from promotion_planner.app import settings_from_env
 
@@ -224,6 +225,7 @@ def workflow_inputs(deployment) -> list[dict]:
             live = _live_state(config.model_id, existing[-1] if existing else "", previous, ip.arn("sagemaker", f"model-package/{group}/{previous}"), existing)
             plan = plan_promotion(config, package, live, settings).to_dict()
             assert plan["action"] == "promote", plan
+            plan.update(lock_key=lock_key(config.model_id), lock_owner_values={":me": {"S": "the-execution"}})  # as the planner adds them
             event = {"detail": {"ModelPackageArn": package_arn, "ModelPackageGroupName": group, "ModelApprovalStatus": "Approved"}}
             inputs.append({**event, "plan": plan, "error": {"Error": "SmokeTestFailed", "Cause": "test"}, "polls": {"count": 0},
                            "endpoint": {"status": "InService"}, "bake": {"firing": False, "states": []}, "smoke": {"passed": True, "reason": "ok"}})
@@ -427,3 +429,16 @@ def test_the_pipeline_role_may_register_only_for_approval(deployment):
     for status in ("Approved", "Rejected"):
         assert not deployment.allowed(role, request.action, request.resource, {"sagemaker:ModelApprovalStatus": status})
     assert not deployment.allowed(role, request.action, request.resource, {})  # the status left out (defaults are not trusted)
+
+
+def test_only_the_workflow_may_write_a_serving_pointer(deployment):
+    """The planner takes and releases lock items; a serving pointer is written by the state machine alone."""
+    table = ip.arn("dynamodb", "table/clip-embedding-api-serving-pointer")
+    planner, workflow = deployment.role("serving/PlannerRole").key, deployment.role("serving/StateMachineRole").key
+    for action in ("dynamodb:PutItem", "dynamodb:DeleteItem"):
+        assert deployment.allowed(planner, action, table, {"dynamodb:LeadingKeys": ["lock:clip-vit-b-32"]})
+        assert not deployment.allowed(planner, action, table, {"dynamodb:LeadingKeys": ["clip-vit-b-32"]})
+    assert deployment.allowed(workflow, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["clip-vit-b-32"]})
+    assert not deployment.allowed(workflow, "dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["clip-vit-b-32"]})  # a pointer is never deleted
+    api = deployment.role("serving/ApiFunctionRole").key
+    assert not deployment.allowed(api, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["clip-vit-b-32"]})

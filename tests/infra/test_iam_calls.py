@@ -122,7 +122,8 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
     recorder.calls.clear()
     from promotion_planner import app
 
-    plan = app.handler(event, Context(name))
+    execution = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:clip-embedding-api-promotion:check"
+    plan = app.handler({"event": event, "execution_id": execution, "execution_start": "2026-11-29T12:00:00Z"}, Context(name))  # the Plan task's payload
     assert plan["action"] == "promote", plan
     return role, list(recorder.calls)
 

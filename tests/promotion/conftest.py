@@ -78,12 +78,15 @@ class PromotionWorld:
         event["detail"]["ModelPackageVersion"] = int(package_arn.rsplit("/", 1)[1])
         return event
 
-    def plan(self, event: dict) -> dict:
+    def execution_arn(self, name: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def plan(self, event: dict, execution_name: str = "planned-by-a-test") -> dict:
         from promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
 
         env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "SERVING_POINTER_TABLE": POINTER_TABLE, "POLL_SECONDS": "0", "MAX_POLLS": "3",
                "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
-        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env))
+        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env), self.execution_arn(execution_name))
 
     def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120) -> dict:
         """Plan with the real planner, queue its result (and the smoke test's), run the workflow to the end.
@@ -91,13 +94,18 @@ class PromotionWorld:
         `after_plan` runs between planning and the execution (what another actor changes meanwhile);
         `during` runs on every poll of the running execution."""
         event = self.event_for(package_arn)
-        plan = self.plan(event)
+        name = f"promote-{uuid.uuid4().hex[:12]}"
+        plan = self.plan(event, name)
         queue_lambda_result(plan)
         if plan["action"] == "promote":
             queue_lambda_result(smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
         if after_plan is not None:
             after_plan()
-        execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=f"promote-{uuid.uuid4().hex[:12]}", input=json.dumps(event))
+        return self.run(event, name, plan, during, timeout_s)
+
+    def run(self, event: dict, name: str, plan: dict, during=None, timeout_s: float = 120) -> dict:
+        """Run the workflow for `event` as execution `name` (its Lambda results already queued) to the end."""
+        execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))
         deadline = time.monotonic() + timeout_s
         while True:
             described = self.sfn.describe_execution(executionArn=execution["executionArn"])
