@@ -1055,7 +1055,7 @@ def call_requests(call: Call, deployment: Deployment | None = None) -> list[Requ
     if s == "sns" and "TopicArn" in p:
         return [Request(action, p["TopicArn"], why=op)]
     if s == "cloudwatch":
-        if op == "PutMetricData":
+        if op in ("PutMetricData", "GetMetricStatistics", "GetMetricData"):
             return [Request(action, "*", why=op)]
         names = _as_list(p.get("AlarmNames")) or _as_list(p.get("AlarmName"))
         if names:

@@ -393,6 +393,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"], sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:clip-*")),
         allow(["sns:Publish"], ref("Topic")),
         kms_use,
+        allow(["cloudwatch:GetMetricStatistics"], "*", sid="MetricReadsHaveNoResourceLevelPermissions"),  # the bake's traffic check
         allow(["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery", "logs:ListLogDeliveries",
                "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"], "*", sid="LogDeliveryHasNoResourceLevelPermissions"),
         XRAY_STATEMENT,

@@ -103,7 +103,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
     from local_mode.control_plane import REGION, ControlPlane
     from local_mode.inference_servers import InferenceServers
     from local_mode.promotion import LocalPromoter
-    from local_mode.runtime_router import RuntimeRouter
+    from local_mode.runtime_router import RuntimeRouter, SageMakerMetrics
     from pipeline.aws import run_pipeline_locally
     from pipeline.settings import PipelineSettings
 
@@ -117,6 +117,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
     os.environ.update({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": router.url, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING", "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
     session = boto3.Session(region_name=REGION)
+    router.metrics = SageMakerMetrics(session.client("cloudwatch"))
     servers = InferenceServers(session.client("s3"), workdir, log)
     gateway = None
     try:

@@ -255,8 +255,30 @@ def build_definition() -> dict:
     )
     _retry(check_alarms, CLOUDWATCH_TRANSIENT)
     _catch_to(check_alarms, restore_previous).next(summarise)
+    # Quiet alarms prove nothing about an endpoint nobody called (missing data is "not breaching"): the
+    # bake first needs SageMaker's own count of invocations of the new endpoint since this execution
+    # started (the smoke test's requests count). None is unknown, not good: roll back.
+    no_traffic = _failure("BakeSawNoTraffic", "BakeSawNoTraffic",
+                          cause="SageMaker reported no invocations of the new endpoint during the promotion: its health is unknown")
+    no_traffic.next(restore_previous)
+    saw_traffic = Choice("SawTraffic")
+    saw_traffic.add_choice(ChoiceRule.NumericGreaterThan("$.traffic.datapoints", 0), check_alarms)
+    saw_traffic.default_choice(no_traffic)
+    count_traffic = Pass("CountTraffic", parameters={"datapoints.$": "States.ArrayLength($.traffic.datapoints)"}, result_path="$.traffic")
+    count_traffic.next(saw_traffic)
+    check_traffic = SdkTask(
+        "CheckTraffic",
+        resource=sdk("cloudwatch", "getMetricStatistics"),
+        parameters={"Namespace": "AWS/SageMaker", "MetricName": "Invocations",
+                    "Dimensions": [{"Name": "EndpointName", "Value.$": "$.plan.endpoint_name"}, {"Name": "VariantName", "Value": "AllTraffic"}],
+                    "StartTime.$": "$$.Execution.StartTime", "EndTime.$": "$$.State.EnteredTime", "Period": 60, "Statistics": ["Sum"]},
+        result_selector={"datapoints.$": "$.Datapoints"},
+        result_path="$.traffic",
+    )
+    _retry(check_traffic, CLOUDWATCH_TRANSIENT)
+    _catch_to(check_traffic, restore_previous).next(count_traffic)
     bake = Wait("Bake", seconds_path="$.plan.bake_seconds")
-    bake.next(check_alarms)
+    bake.next(check_traffic)
 
     put_alarm = SdkTask(
         "PutAlarm",

@@ -33,13 +33,15 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="session")
-def standin_state(request):
-    """Trained once and kept in pytest's cache, keyed by the code that makes it."""
+def standin_state(request, tmp_path_factory):
+    """Trained once per session, or kept in pytest's cache where it runs (CI runs with -p no:cacheprovider)."""
     import open_clip
 
     key = hashlib.sha256((HERE / "standin_hub.py").read_bytes() + (HERE.parent.parent / "model_build" / "probes.py").read_bytes()
                          + torch.__version__.encode() + open_clip.__version__.encode()).hexdigest()[:16]
-    path = Path(request.config.cache.mkdir("clip-standin")) / f"state-{key}.pt"
+    cache = getattr(request.config, "cache", None)
+    directory = Path(cache.mkdir("clip-standin")) if cache is not None else tmp_path_factory.mktemp("clip-standin")
+    path = directory / f"state-{key}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     state = train_standin_state()

@@ -88,7 +88,7 @@ class PromotionWorld:
                "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
         return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env), self.execution_arn(execution_name))
 
-    def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120) -> dict:
+    def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120, traffic: bool = True) -> dict:
         """Plan with the real planner, queue its result (and the smoke test's), run the workflow to the end.
 
         `after_plan` runs between planning and the execution (what another actor changes meanwhile);
@@ -101,11 +101,16 @@ class PromotionWorld:
             queue_lambda_result(smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
         if after_plan is not None:
             after_plan()
-        return self.run(event, name, plan, during, timeout_s)
+        return self.run(event, name, plan, during, timeout_s, traffic)
 
-    def run(self, event: dict, name: str, plan: dict, during=None, timeout_s: float = 120) -> dict:
-        """Run the workflow for `event` as execution `name` (its Lambda results already queued) to the end."""
+    def run(self, event: dict, name: str, plan: dict, during=None, timeout_s: float = 120, traffic: bool = True) -> dict:
+        """Run the workflow for `event` as execution `name` (its Lambda results already queued) to the end.
+
+        `traffic`: report invocations of the new endpoint as SageMaker would for the smoke test's requests
+        (moto's endpoints run nothing and publish no metrics)."""
         execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))
+        if traffic and plan.get("action") == "promote":
+            self.report_invocations(plan["endpoint_name"], 4)
         deadline = time.monotonic() + timeout_s
         while True:
             described = self.sfn.describe_execution(executionArn=execution["executionArn"])
@@ -124,6 +129,11 @@ class PromotionWorld:
 
     def pointer(self) -> ServingPointer:
         return read_pointer(self.dynamodb, POINTER_TABLE, "clip-tiny", consistent=True)
+
+    def report_invocations(self, endpoint: str, count: int) -> None:
+        self.cloudwatch.put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
+            "MetricName": "Invocations", "Value": count, "Unit": "None",
+            "Dimensions": [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}]}])
 
     def set_pointer(self, pointer: ServingPointer) -> None:
         self.dynamodb.put_item(TableName=POINTER_TABLE, Item=pointer.to_item())

@@ -255,3 +255,14 @@ def test_a_package_registered_as_approved_is_not_promoted(world):
     assert result["history"][-1] == "Skipped" and "registered as Approved" in result["plan"]["reason"]
     assert world.endpoints() == set() and world.serving_endpoint() == ""
     assert world.notifications()[-1]["subject"] == "clip-embedding-api promotion skipped"
+
+
+def test_a_bake_that_saw_no_invocations_is_unknown_not_good(world):
+    """Alarms treat missing data as not breaching: with no invocation of the new endpoint reported, the bake proves nothing."""
+    first = world.register_version()
+    assert world.promote(first)["status"] == "SUCCEEDED"
+    world.notifications()
+    second = world.register_version()
+    result = world.promote(second, traffic=False)
+    assert result["status"] == "FAILED" and "BakeSawNoTraffic" in result["history"]
+    assert_rolled_back_to(world, second, V(1), {V(1)}, "BakeSawNoTraffic")
