@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from inference_code.encoders import OnnxEncoder, session_options
-from inference_code.manifest import IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE, Manifest, load_manifest
+from inference_code.manifest import IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE, VALIDATED_MANIFEST_ENV, Manifest, verify_artifact
 from inference_code.preprocess import ImageLimits, ImagePreprocessor
 from inference_code.tokenizer import ClipTokenizer
 
@@ -22,9 +23,9 @@ class TextEmbeddings:
 
 
 class ClipEmbedder:
-    def __init__(self, artifact_dir: Path | str, threads: int | None = None):
+    def __init__(self, artifact_dir: Path | str, threads: int | None = None, validated_manifest_sha256: str | None = None):
         artifact_dir = Path(artifact_dir)
-        self.manifest: Manifest = load_manifest(artifact_dir)
+        self.manifest: Manifest = verify_artifact(artifact_dir, validated_manifest_sha256 or os.environ.get(VALIDATED_MANIFEST_ENV))
         pre = self.manifest.preprocess
         for key, expected in SUPPORTED_PREPROCESS.items():
             if getattr(pre, key) != expected:

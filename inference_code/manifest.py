@@ -104,3 +104,27 @@ def verify_files(artifact_dir: Path | str, manifest: Manifest) -> list[str]:
         if not path.is_file() or sha256_file(path) != expected:
             bad.append(name)
     return bad
+
+
+# The digest of the manifest.json the validation gate passed, registered with the model package and
+# given to the container by SageMaker (the model's Environment): what was validated is what runs.
+VALIDATED_MANIFEST_ENV = "CLIP_API_MANIFEST_SHA256"
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """The artifact on disk is not the one that was validated: the server refuses to start."""
+
+
+def verify_artifact(artifact_dir: Path | str, validated_manifest_sha256: str | None = None) -> Manifest:
+    """Check every file against the manifest, and the manifest against the validated digest (when one
+    is given), before anything is loaded; return the manifest. Costs one sha256 pass over the files."""
+    artifact_dir = Path(artifact_dir)
+    if validated_manifest_sha256:
+        found = sha256_file(artifact_dir / MANIFEST_FILE)
+        if found != validated_manifest_sha256:
+            raise ArtifactIntegrityError(f"{MANIFEST_FILE} has sha256 {found}, but the validated artifact's is {validated_manifest_sha256}: "
+                                         "this is not the artifact that passed the validation gate")
+    manifest = load_manifest(artifact_dir)
+    if bad := verify_files(artifact_dir, manifest):
+        raise ArtifactIntegrityError(f"files differ from the manifest's sha256: {', '.join(bad)}: the artifact was changed after packaging")
+    return manifest

@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from inference_code.contract import RequestLimits, is_jsonlines, jsonlines_too_large, request_too_large
 from inference_code.embedder import ClipEmbedder
+from inference_code.manifest import ArtifactIntegrityError
 from inference_code.errors import RequestError
 from inference_code.service import EmbeddingService, Response, deadline_exceeded, error_response
 
@@ -282,7 +283,11 @@ def serve(model_dir: Path | str = DEFAULT_MODEL_DIR, host: str = "0.0.0.0", port
     import uvicorn
 
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
-    service = load_service(model_dir)
+    try:
+        service = load_service(model_dir)
+    except ArtifactIntegrityError as error:  # SageMaker marks the endpoint Failed: the promotion rolls back
+        logger.error("refusing to serve: %s", error)
+        raise SystemExit(3) from None
     logger.info("serving %s version %s (%s) on %s:%d", service.manifest.model_id, service.manifest.version, service.manifest.variant, host, port)
     settings = ServerSettings.from_limits(service.manifest.limits)
     uvicorn.Server(uvicorn_config(create_app(service, settings), host, port, settings, log_level="warning")).run()

@@ -25,7 +25,7 @@ from infra.templates import PREFIX, render, templates
 BOOTSTRAP_STACK = f"{PREFIX}-bootstrap"
 SERVING_STACK = f"{PREFIX}-serving"
 LAMBDA_PACKAGES = ("clip_api", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
-LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py")
+LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py", "inference_code/manifest.py")
 LAMBDA_DEPENDENCIES = ("aws-lambda-powertools[tracer]>=3.0", "pydantic>=2.6", "pyyaml>=6.0")
 
 

@@ -803,6 +803,8 @@ def _sdk_resources(service: str, action: str, params: dict) -> list[str] | None:
     if service == "cloudwatch":
         if "AlarmNames" in params or "AlarmName" in params:
             return [arn("cloudwatch", f"alarm:{n}") for n in _as_list(params.get("AlarmNames")) + _as_list(params.get("AlarmName"))]
+        if a in ("getmetricstatistics", "getmetricdata", "putmetricdata", "listmetrics"):
+            return ["*"]  # no resource-level permissions
     if service == "lambda" and "FunctionName" in params:
         return [_function_arn(params["FunctionName"])]
     if service == "dynamodb" and "TableName" in params:
@@ -945,7 +947,7 @@ def workflow_requests(definition: dict, inputs: list[dict], deployment: Deployme
         for name, state in defn.get("States", {}).items():
             if state.get("Type") == "Task":
                 context = {"Execution": {"Id": arn("states", "execution:clip-embedding-api-promotion:check"), "Input": data,
-                                         "StartTime": "2026-01-01T00:00:00Z"}}
+                                         "StartTime": "2026-01-01T00:00:00Z"}, "State": {"Name": name, "EnteredTime": "2026-01-01T00:10:00Z"}}
                 try:
                     params = apply_parameters(state.get("Parameters", {}), data, context)
                 except (KeyError, IndexError, TypeError):

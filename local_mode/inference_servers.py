@@ -37,6 +37,7 @@ class InferenceServer:
     restarts: int = 0
     stopping: bool = False
     next_restart: float = 0.0
+    environment: dict = field(default_factory=dict)  # the model's container Environment, kept for restarts
 
 
 class InferenceServers:
@@ -55,7 +56,8 @@ class InferenceServers:
     def command(model_path: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "inference_code", "serve", "--model-dir", str(model_path), "--host", "127.0.0.1", "--port", str(port)]
 
-    def start(self, endpoint: str, model_data_url: str, timeout_s: float = 120) -> InferenceServer:
+    def start(self, endpoint: str, model_data_url: str, timeout_s: float = 120, environment: dict | None = None) -> InferenceServer:
+        """Download the model and start its server, with the model's container Environment as SageMaker gives it."""
         if endpoint in self.servers:
             return self.servers[endpoint]
         bucket, key = split_s3_uri(model_data_url)
@@ -65,7 +67,7 @@ class InferenceServers:
         port = free_port()
         command = self.command(target, port)
         with open(target.parent / "server.log", "w") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(environment or {})})
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
@@ -79,7 +81,7 @@ class InferenceServers:
                     raise TimeoutError(f"the inference server for {endpoint} did not answer /ping in {timeout_s:g} s") from None
                 time.sleep(0.2)
         with self._lock:
-            self.servers[endpoint] = InferenceServer(endpoint, port, process, command, target.parent / "server.log")
+            self.servers[endpoint] = InferenceServer(endpoint, port, process, command, target.parent / "server.log", environment=dict(environment or {}))
         self.log(f"    inference server for {endpoint} on 127.0.0.1:{port} (pid {process.pid})")
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="inference-server-watcher", daemon=True)
@@ -95,7 +97,8 @@ class InferenceServers:
                         continue
                     server.restarts += 1
                     with open(server.log_path or os.devnull, "a") as log_file:
-                        server.process = subprocess.Popen(server.command, stdout=log_file, stderr=subprocess.STDOUT)
+                        server.process = subprocess.Popen(server.command, stdout=log_file, stderr=subprocess.STDOUT,
+                                                          env={**os.environ, **server.environment})
                     server.next_restart = time.monotonic() + min(30.0, self.restart_delay_s * 2 ** (server.restarts - 1))
                     self.log(f"    ! the inference server for {server.endpoint} exited (code {code}); restarted it on 127.0.0.1:{server.port} "
                              f"(pid {server.process.pid}, restart {server.restarts}); until it answers, requests get 503 with Retry-After")

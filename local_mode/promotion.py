@@ -68,7 +68,7 @@ class LocalPromoter:
         self.control_plane.queue_lambda_result(plan)
         if plan["action"] == "promote":
             try:
-                server = self.servers.start(plan["endpoint_name"], plan["model_data_url"])
+                server = self.servers.start(plan["endpoint_name"], plan["model_data_url"], environment=plan["container_environment"])
                 self.router.routes.set(plan["endpoint_name"], server.port)
                 request = SmokeTestRequest(endpoint_name=plan["endpoint_name"], model_id=plan["model_id"], version=plan["version"],
                                            smoke_test_uri=plan["smoke_test_uri"], min_cosine=plan["smoke_min_cosine"])
@@ -96,7 +96,8 @@ class LocalPromoter:
         for endpoint in live - set(self.servers.servers):
             config = self.sagemaker.describe_endpoint_config(EndpointConfigName=self.sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"])
             model = self.sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-            self.router.routes.set(endpoint, self.servers.start(endpoint, model["PrimaryContainer"]["ModelDataUrl"]).port)
+            container = model["PrimaryContainer"]
+            self.router.routes.set(endpoint, self.servers.start(endpoint, container["ModelDataUrl"], environment=container.get("Environment", {})).port)
         for endpoint in set(self.servers.servers) - live:
             self.router.routes.remove(endpoint)
             self.servers.stop(endpoint)

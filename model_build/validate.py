@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from clip_api.model_config import ModelConfig
-from inference_code.manifest import Manifest, load_manifest, verify_files
+from inference_code.manifest import MANIFEST_FILE, Manifest, load_manifest, sha256_file, verify_files
 from model_build.evaluation import Facts, Metrics, Thresholds, build_report, chance_threshold, model_quality
 from model_build.golden import choose_golden, golden_path
 from model_build.parity import ModalityParity, measure_parity
@@ -195,6 +195,7 @@ def validate_artifact(
 ) -> ValidationResult:
     artifact_dir = Path(artifact_dir)
     manifest = load_manifest(artifact_dir)
+    manifest_sha256 = sha256_file(artifact_dir / MANIFEST_FILE)
     thresholds = sanity_thresholds(config, manifest.variant)
     if manifest.model_id != config.model_id or manifest.embedding_dim != config.embedding_dim:
         mismatch = f"the artifact is a build of {manifest.model_id} ({manifest.embedding_dim}-d), not of {config.model_id} ({config.embedding_dim}-d)"
@@ -250,6 +251,7 @@ def validate_artifact(
         manifest,
         config,
         files_ok=not verify_files(artifact_dir, manifest),
+        manifest_sha256=manifest_sha256,
         reference_weights_match=built.weights.sha256 == manifest.weights.sha256,
         has_golden=golden_min is not None,
         golden_stale=golden_stale,
@@ -263,6 +265,7 @@ def validate_artifact(
 
 
 def _facts(manifest: Manifest, config: ModelConfig, **measured) -> Facts:
+    """`measured` includes manifest_sha256 where the artifact was read (the digest the container will be held to)."""
     return Facts(
         model_id=manifest.model_id,
         version=manifest.version,

@@ -39,6 +39,7 @@ from sagemaker.workflow.properties import PropertyFile  # noqa: E402
 from sagemaker.workflow.steps import ProcessingStep  # noqa: E402
 
 from clip_api.model_config import ModelConfig  # noqa: E402
+from inference_code.manifest import VALIDATED_MANIFEST_ENV  # noqa: E402
 from pipeline.settings import PipelineSettings  # noqa: E402
 
 PROCESSING_ROOT = "/opt/ml/processing"
@@ -113,6 +114,8 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
         model_data=Join(on="/", values=[artifact_uri, "model.tar.gz"]),
         role=settings.role_arn,
         sagemaker_session=session,
+        # The digest of the manifest the gate passed: the container refuses to serve any other artifact.
+        env={VALIDATED_MANIFEST_ENV: from_report("artifact.manifest_sha256")},
     )
     register = ModelStep(
         name="Register",

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from clip_api.model_config import ModelConfig
+from inference_code.manifest import VALIDATED_MANIFEST_ENV
 from promotion.pointer import ServingPointer
 
 METRICS_NAMESPACE = "ClipEmbeddingApi"
@@ -29,6 +30,7 @@ class PackageInfo:
     modified_after_registration: bool = True  # LastModifiedTime present: something changed it after CreateModelPackage
     registered_by: str = ""  # CreatedBy's IAM identity, where the registry records one
     approved_by: str = ""  # LastModifiedBy's IAM identity (or user profile): who made the approval
+    container_environment: dict = field(default_factory=dict)  # the registered container's Environment
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,9 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
         return skip(f"package {package.arn} is {package.approval_status}, not Approved")
     if problem := approval_problem(package):
         return skip(problem)
+    if not re.fullmatch(r"[0-9a-f]{64}", package.container_environment.get(VALIDATED_MANIFEST_ENV, "")):
+        return skip(f"package {package.arn} records no validated manifest digest ({VALIDATED_MANIFEST_ENV}): register it through the pipeline, "
+                    "whose gate records what the container will be held to")
     if live.version is not None and package.version < live.version:
         return skip(f"version {package.version} is superseded: version {live.version} is already serving")
 
@@ -204,6 +209,7 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "endpoint_name": name,
             "image": package.image,
             "model_data_url": package.model_data_url,
+            "container_environment": dict(package.container_environment),
             "role_arn": settings.role_arn,
             "serverless_config": serverless_config(config),
             "pointer_table": settings.pointer_table,

@@ -256,8 +256,8 @@ def build_definition() -> dict:
     _retry(check_alarms, CLOUDWATCH_TRANSIENT)
     _catch_to(check_alarms, restore_previous).next(summarise)
     # Quiet alarms prove nothing about an endpoint nobody called (missing data is "not breaching"): the
-    # bake first needs SageMaker's own count of invocations of the new endpoint since this execution
-    # started (the smoke test's requests count). None is unknown, not good: roll back.
+    # bake first needs SageMaker's own count of invocations of the new endpoint since the plan was made
+    # (the smoke test's requests count). None is unknown, not good: roll back.
     no_traffic = _failure("BakeSawNoTraffic", "BakeSawNoTraffic",
                           cause="SageMaker reported no invocations of the new endpoint during the promotion: its health is unknown")
     no_traffic.next(restore_previous)
@@ -271,7 +271,7 @@ def build_definition() -> dict:
         resource=sdk("cloudwatch", "getMetricStatistics"),
         parameters={"Namespace": "AWS/SageMaker", "MetricName": "Invocations",
                     "Dimensions": [{"Name": "EndpointName", "Value.$": "$.plan.endpoint_name"}, {"Name": "VariantName", "Value": "AllTraffic"}],
-                    "StartTime.$": "$$.Execution.StartTime", "EndTime.$": "$$.State.EnteredTime", "Period": 60, "Statistics": ["Sum"]},
+                    "StartTime.$": "$.plan.planned_at", "EndTime.$": "$$.State.EnteredTime", "Period": 60, "Statistics": ["Sum"]},
         result_selector={"datapoints.$": "$.Datapoints"},
         result_path="$.traffic",
     )
@@ -370,7 +370,8 @@ def build_definition() -> dict:
         parameters={
             "ModelName.$": "$.plan.model_name",
             "ExecutionRoleArn.$": "$.plan.role_arn",
-            "PrimaryContainer": {"Image.$": "$.plan.image", "ModelDataUrl.$": "$.plan.model_data_url"},
+            # The registered Environment carries the validated manifest digest the container checks at start.
+            "PrimaryContainer": {"Image.$": "$.plan.image", "ModelDataUrl.$": "$.plan.model_data_url", "Environment.$": "$.plan.container_environment"},
         },
         result_path=None,
     )

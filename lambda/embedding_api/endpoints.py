@@ -59,7 +59,8 @@ class EndpointDirectory:
                 if cached and cached[0]:
                     return cached[0]  # keep serving what served a moment ago rather than fail every request
                 raise ApiError(503, "model_unavailable", f"{model_id} is unavailable right now", retry_after_s=10) from error
-            self._cache[model_id] = (name, now)
+            if name:  # "nothing serves yet" is not cached: the first promotion's switch reaches every function at once
+                self._cache[model_id] = (name, now)
         if not name:
             raise not_configured(model_id)
         return name

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -76,6 +76,7 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
         model_data_url=container["ModelDataUrl"],
         model_quality_uri=quality,
         modified_after_registration="LastModifiedTime" in package,
+        container_environment=container.get("Environment", {}),
         registered_by=package.get("CreatedBy", {}).get("IamIdentity", {}).get("Arn", ""),
         approved_by=(package.get("LastModifiedBy", {}).get("IamIdentity", {}).get("Arn")
                      or package.get("LastModifiedBy", {}).get("UserProfileName", "")),
@@ -113,7 +114,9 @@ def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings
         plan = plan_promotion(config, package, live, settings).to_dict()
         if plan["action"] != "promote":
             lock.release(dynamodb, settings.pointer_table, config.model_id, execution_id)
-        plan.update(lock_key=lock.lock_key(config.model_id), lock_owner_values={":me": {"S": execution_id}})
+        # The bake counts the new endpoint's invocations from here: before the smoke test, wherever it runs.
+        planned_at = datetime.fromtimestamp(int(clock), tz=timezone.utc).isoformat()
+        plan.update(lock_key=lock.lock_key(config.model_id), lock_owner_values={":me": {"S": execution_id}}, planned_at=planned_at)
     logger.info("promotion planned", extra={"action": plan["action"], "reason": plan["reason"], "package_arn": package.arn})
     return plan
 

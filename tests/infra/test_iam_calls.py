@@ -110,7 +110,7 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
         arns.append(sagemaker.create_model_package(
             ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
             InferenceSpecification={"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:1",
-                                                    "ModelDataUrl": "s3://b/run/model.tar.gz"}],
+                                                    "ModelDataUrl": "s3://b/run/model.tar.gz", "Environment": {"CLIP_API_MANIFEST_SHA256": "ab" * 32}}],
                                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         )["ModelPackageArn"])
         sagemaker.update_model_package(ModelPackageArn=arns[-1], ModelApprovalStatus="Approved")

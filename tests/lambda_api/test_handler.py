@@ -30,7 +30,8 @@ def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b
     from promotion.pointer import ServingPointer
 
     module, runtime, set_pointer = api
-    package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved", "img", "s3://b/m.tar.gz")
+    package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved", "img", "s3://b/m.tar.gz",
+                          container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32})
     live = LiveState(ServingPointer("clip-vit-b-32", "clip-clip-vit-b-32-v3", 3))
     plan = plan_promotion(b32_config, package, live, Settings("r", "t")).to_dict()
     written = ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"])
@@ -153,6 +154,15 @@ def test_a_switch_reaches_the_function_after_the_cache_ttl(api, monkeypatch):
     assert call(module, api_event(body={"text": "a dog"}))[0] == 200
     monkeypatch.setattr(module.Clients.endpoints(), "ttl_s", 0.0)
     expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a dog"}, answer=VECTOR)
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+
+
+def test_a_first_deployment_serves_at_once_not_after_the_cache_ttl(api):
+    module, runtime, set_pointer = api
+    set_pointer("clip-vit-b-32", "")
+    assert call(module, api_event(body={"text": "a dog"}))[0] == 503
+    set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v1", version=1)  # the first promotion switches
+    expect_invoke(runtime, "clip-clip-vit-b-32-v1", {"text": "a dog"}, answer=VECTOR)
     assert call(module, api_event(body={"text": "a dog"}))[0] == 200
 
 

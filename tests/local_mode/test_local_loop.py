@@ -142,7 +142,8 @@ def test_failed_promotion_reports_why_and_the_old_version_keeps_serving(local_mo
     s3.put_object(Bucket=bucket, Key="broken/model.tar.gz", Body=b"this is not a model artifact")
     arn = sagemaker.create_model_package(
         ModelPackageGroupName="clip-tiny", ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={"Containers": [{"Image": "serve:latest", "ModelDataUrl": f"s3://{bucket}/broken/model.tar.gz"}],
+        InferenceSpecification={"Containers": [{"Image": "serve:latest", "ModelDataUrl": f"s3://{bucket}/broken/model.tar.gz",
+                                                "Environment": {"CLIP_API_MANIFEST_SHA256": "0" * 64}}],
                                 "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
     )["ModelPackageArn"]
     local_mode.cli("approve", "clip-tiny", arn.rsplit("/", 1)[1])

@@ -26,6 +26,7 @@ from promotion.state_machine import ASL_PATH, substitute
 ACCOUNT, REGION = "123456789012", "us-east-1"
 EVENT_TEMPLATE = json.loads((Path(__file__).parent.parent / "events" / "model_package_approved.json").read_text())
 API_FUNCTION = "clip-embedding-api-clip-tiny"
+VALIDATED_DIGEST = "ab" * 32  # what the pipeline's gate records for the container to check
 
 
 def _zip() -> bytes:
@@ -60,7 +61,8 @@ class PromotionWorld:
             ModelPackageDescription="test",
             InferenceSpecification={
                 "Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:latest",
-                                "ModelDataUrl": "s3://clip-test-bucket/run/artifact/model.tar.gz"}],
+                                "ModelDataUrl": "s3://clip-test-bucket/run/artifact/model.tar.gz",
+                                "Environment": {"CLIP_API_MANIFEST_SHA256": VALIDATED_DIGEST}}],
                 "SupportedContentTypes": ["application/json"],
                 "SupportedResponseMIMETypes": ["application/json"],
             },

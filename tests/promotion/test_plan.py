@@ -22,7 +22,7 @@ SETTINGS = Settings(role_arn="arn:aws:iam::1:role/sm", topic_arn="arn:aws:sns:us
 def package(version=2, status="Approved", group="clip-vit-b-32"):
     return PackageInfo(arn=f"arn:aws:sagemaker:us-east-1:1:model-package/{group}/{version}", group=group, version=version,
                        approval_status=status, image="img", model_data_url="s3://b/model.tar.gz",
-                       model_quality_uri="s3://b/run/evaluation/model_quality.json")
+                       model_quality_uri="s3://b/run/evaluation/model_quality.json", container_environment={"CLIP_API_MANIFEST_SHA256": "cd" * 32})
 
 
 def live(endpoint="", version=None, endpoints=()):
@@ -148,3 +148,15 @@ def test_an_approval_must_come_from_the_registry(b32_config, modified, registere
         assert plan.action == "skip" and refused in plan.reason
     else:
         assert plan.action == "promote" and plan.to_dict()["approved_by"] == (approved_by or "unknown")
+
+
+
+def test_a_package_without_the_validated_manifest_digest_is_not_promoted(b32_config):
+    """The container checks the artifact against the digest the gate recorded: without one, nothing ties what runs to what was validated."""
+    from dataclasses import replace
+
+    for environment in ({}, {"CLIP_API_MANIFEST_SHA256": "not-a-digest"}):
+        plan = plan_promotion(b32_config, replace(package(2), container_environment=environment), live(), SETTINGS)
+        assert plan.action == "skip" and "validated manifest digest" in plan.reason
+    plan = plan_promotion(b32_config, package(2), live(), SETTINGS).to_dict()
+    assert plan["container_environment"] == {"CLIP_API_MANIFEST_SHA256": "cd" * 32}  # CreateModel passes it on
