@@ -11,7 +11,6 @@ application/jsonlines.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import queue
 import random

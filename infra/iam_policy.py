@@ -1194,7 +1194,7 @@ def pipeline_requests(definition: dict, deployment: Deployment | None = None, ex
                     key = deployment.bucket_key_arn(uri[5:].split("/")[0]) if deployment else None
                     if key:
                         out.append((runner, Request("kms:GenerateDataKey", key, why=f"{why} output {item['OutputName']}")))
-            group = f"/aws/sagemaker/ProcessingJobs"
+            group = "/aws/sagemaker/ProcessingJobs"
             out += [(runner, Request(a, arn("logs", f"log-group:{group}:log-stream:pipelines-{execution_id}/algo-1"), why=f"{why} logs"))
                     for a in ("logs:CreateLogStream", "logs:PutLogEvents")]
         elif step["Type"] == "RegisterModel":

@@ -12,19 +12,8 @@ import pytest
 
 from infra import iam_policy as ip
 from infra.iam_policy import ACCOUNT, REGION, Deployment, Request
-from infra.templates import templates
 
 ROLE = "arn:aws:iam::123456789012:role/svc"
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict:
-    return templates()
-
-
-@pytest.fixture(scope="module")
-def deployment(rendered) -> Deployment:
-    return Deployment(rendered)
 
 
 def doc(*statements) -> list[dict]:

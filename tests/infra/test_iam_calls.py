@@ -17,17 +17,6 @@ import pytest
 
 from infra import iam_policy as ip
 from infra.iam_policy import ACCOUNT, REGION, Deployment
-from infra.templates import templates
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict:
-    return templates()
-
-
-@pytest.fixture(scope="module")
-def deployment(rendered) -> Deployment:
-    return Deployment(rendered)
 
 
 @dataclass

@@ -188,3 +188,22 @@ def world(aws_env, monkeypatch):
         definition = substitute(ASL_PATH.read_text(), {"Partition": "aws", "PlanFunctionArn": arns["clip-promotion-planner"], "SmokeTestFunctionArn": arns["clip-smoke-test"], "TopicArn": topic_arn})
         machine = sfn.create_state_machine(name="clip-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
         yield PromotionWorld(sfn, sagemaker, lambda_client, boto3.client("cloudwatch", region_name=REGION), sqs, machine, queue_url, role_arn, topic_arn, dynamodb)
+
+
+def leave_new_endpoints(monkeypatch, status: str) -> None:
+    """Make SageMaker leave new endpoints in `status` (moto's are InService at once)."""
+    from moto.sagemaker import models
+
+    original = models.SageMakerModelBackend.create_endpoint
+
+    def create_endpoint(self, *args, **kwargs):
+        endpoint = original(self, *args, **kwargs)
+        endpoint.endpoint_status = status
+        return endpoint
+
+    monkeypatch.setattr(models.SageMakerModelBackend, "create_endpoint", create_endpoint)
+
+
+@pytest.fixture
+def endpoints_end_up(monkeypatch):
+    return lambda status: leave_new_endpoints(monkeypatch, status)

@@ -16,6 +16,7 @@ from moto.core.exceptions import JsonRESTError
 
 from infra.templates import POINTER_TABLE
 from promotion import lock
+from tests.promotion.conftest import leave_new_endpoints
 
 V = "clip-clip-tiny-v{}".format
 ROLLED_BACK = ("FAILED", V(1), {V(1)}, "clip-embedding-api promotion rolled back")
@@ -65,18 +66,7 @@ def alarm_fires(world):
 
 
 def stuck(status: str):
-    def inject(monkeypatch, world):
-        from moto.sagemaker import models
-
-        original = models.SageMakerModelBackend.create_endpoint
-
-        def create_endpoint(self, *args, **kwargs):
-            endpoint = original(self, *args, **kwargs)
-            endpoint.endpoint_status = status
-            return endpoint
-
-        monkeypatch.setattr(models.SageMakerModelBackend, "create_endpoint", create_endpoint)
-    return inject
+    return lambda monkeypatch, world: leave_new_endpoints(monkeypatch, status)
 
 
 # step, fault, injection(monkeypatch, world) -> optional `during` callback, expected outcome

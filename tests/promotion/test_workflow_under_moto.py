@@ -45,24 +45,6 @@ def test_new_versions_replace_old_ones_and_retire_beyond_what_is_kept(world):
     assert "replacing clip-clip-tiny-v2" in world.notifications()[-1]["message"]
 
 
-@pytest.fixture
-def endpoints_end_up(monkeypatch):
-    """Make SageMaker leave new endpoints in a given status (moto's are InService at once)."""
-    from moto.sagemaker import models
-
-    def set_status(status: str):
-        original = models.SageMakerModelBackend.create_endpoint
-
-        def create_endpoint(self, *args, **kwargs):
-            endpoint = original(self, *args, **kwargs)
-            endpoint.endpoint_status = status
-            return endpoint
-
-        monkeypatch.setattr(models.SageMakerModelBackend, "create_endpoint", create_endpoint)
-
-    return set_status
-
-
 def assert_rolled_back_to(world, package, serving: str, remaining: set[str], error: str):
     assert world.serving_endpoint() == serving
     assert world.endpoints() == remaining
