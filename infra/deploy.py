@@ -20,7 +20,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from clip_api.paths import REPO_ROOT
-from infra.templates import PREFIX, render, templates
+from infra.templates import POINTER_TABLE, PREFIX, render, templates
 
 BOOTSTRAP_STACK = f"{PREFIX}-bootstrap"
 SERVING_STACK = f"{PREFIX}-serving"
@@ -42,11 +42,12 @@ class Facts:
     models: tuple[str, ...]
     bootstrap_outputs: dict = field(default_factory=dict)  # output key -> value, when the bootstrap stack exists
     api_gateway_logging_role: str = ""  # the account's API Gateway CloudWatch role ("" when none is set)
+    legacy_pointers: tuple = ()  # ServingPointers found in API functions' environments (before the pointer table existed)
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # deploy-stack | upload-lambda-code | upload-template | upsert-pipeline
+    kind: str  # deploy-stack | upload-lambda-code | upload-template | migrate-pointers | upsert-pipeline
     target: str
     detail: dict = field(default_factory=dict)
 
@@ -58,6 +59,8 @@ class Action:
             return f"upload Lambda code to s3://{self.detail['bucket']}/{self.target}"
         if self.kind == "upload-template":
             return f"upload template {self.detail['template']} to s3://{self.detail['bucket']}/{self.target}"
+        if self.kind == "migrate-pointers":
+            return f"carry what serves into {self.target}: " + ", ".join(f"{p.model_id} -> {p.endpoint_name}" for p in self.detail["pointers"])
         return f"upsert SageMaker Pipeline for {self.target}"
 
 
@@ -73,7 +76,7 @@ def manages_api_gateway_account(facts: Facts) -> bool:
     """Set API Gateway's account-level CloudWatch role only where none is set, or where it is ours
     already: never overwrite a role somebody else's APIs log through."""
     current = facts.api_gateway_logging_role
-    return not current or f"role/{BOOTSTRAP_STACK}-ApiGatewayCloudWatchRole" in current
+    return not current or current == facts.bootstrap_outputs.get("ApiGatewayCloudWatchRoleArn")
 
 
 def plan_deploy(facts: Facts, rendered: dict[str, str], code_key: str, notification_email: str | None = None) -> list[Action]:
@@ -98,6 +101,10 @@ def plan_deploy(facts: Facts, rendered: dict[str, str], code_key: str, notificat
             "template": "serving.yaml", "exists": SERVING_STACK in facts.stacks, "parameters": parameters,
             "template_url": f"https://{bucket}.s3.{facts.region}.amazonaws.com/{key}", "needs_outputs_from": BOOTSTRAP_STACK,
             "keep_previous": ["NotificationEmail", "CorsAllowOrigin", "ApiRateLimit", "ApiBurstLimit", "ApiDailyQuota", "BakeSeconds", "PollSeconds"]}))
+    if facts.legacy_pointers:
+        # A deployment from before the pointer table: what its functions' environments named keeps serving
+        # (written only where the table has no pointer yet), although the stack update clears those variables.
+        actions.append(Action("migrate-pointers", POINTER_TABLE, {"pointers": facts.legacy_pointers}))
     actions += [Action("upsert-pipeline", model_id) for model_id in facts.models]
     return actions
 
@@ -160,7 +167,28 @@ def gather_facts(session, models: tuple[str, ...], code_key: str) -> Facts:
     except ClientError:
         pass
     logging_role = session.client("apigateway").get_account().get("cloudwatchRoleArn", "")
-    return Facts(account, session.region_name, stacks, frozenset(objects), models, stack_outputs(cloudformation, BOOTSTRAP_STACK), logging_role)
+    legacy = legacy_pointers(session.client("lambda"), models) if SERVING_STACK in stacks else ()
+    return Facts(account, session.region_name, stacks, frozenset(objects), models, stack_outputs(cloudformation, BOOTSTRAP_STACK), logging_role, legacy)
+
+
+LEGACY_ENDPOINT_ENV, LEGACY_PACKAGE_ENV, LEGACY_VERSION_ENV = "SAGEMAKER_ENDPOINT_NAME", "MODEL_PACKAGE_ARN", "MODEL_PACKAGE_VERSION"
+
+
+def legacy_pointers(lambda_client, models: tuple[str, ...]) -> tuple:
+    """What each model's API function served by its environment, in deployments from before the pointer table."""
+    from promotion.pointer import ServingPointer
+
+    found = []
+    for model_id in models:
+        try:
+            variables = lambda_client.get_function_configuration(FunctionName=f"{PREFIX}-{model_id}").get("Environment", {}).get("Variables", {})
+        except ClientError:
+            continue
+        if variables.get(LEGACY_ENDPOINT_ENV):
+            version = variables.get(LEGACY_VERSION_ENV, "0")
+            found.append(ServingPointer(model_id, variables[LEGACY_ENDPOINT_ENV], int(version) if version.isdigit() else 0,
+                                        variables.get(LEGACY_PACKAGE_ENV, "")))
+    return tuple(found)
 
 
 def pipeline_settings_from_stacks(session, env: dict | None = None):
@@ -179,12 +207,15 @@ def pipeline_settings_from_stacks(session, env: dict | None = None):
 def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str, str], log=print) -> None:
     cloudformation = session.client("cloudformation")
     pipeline_settings = None
+    template_versions: dict[str, str] = {}  # key -> the version this run uploaded
     for action in actions:
         log(f"- {action.describe()}")
         if action.kind == "upload-lambda-code":
             session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=zip_bytes)
         elif action.kind == "upload-template":
-            session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=rendered[action.detail["template"]].encode())
+            put = session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=rendered[action.detail["template"]].encode())
+            if put.get("VersionId"):
+                template_versions[action.target] = put["VersionId"]
         elif action.kind == "deploy-stack":
             bootstrap = stack_outputs(cloudformation, BOOTSTRAP_STACK)
             parameters = dict(action.detail["parameters"])
@@ -200,12 +231,22 @@ def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str
                 request["Parameters"] += [{"ParameterKey": k, "ParameterValue": current[k]} for k in action.detail.get("keep_previous", [])
                                           if k not in parameters and k in current]
             if "template_url" in action.detail:
-                request["TemplateURL"] = action.detail["template_url"]
+                # Pinned to the version uploaded moments ago: a later write to the key cannot change what CloudFormation runs.
+                version = template_versions.get(action.detail["template_url"].split(".amazonaws.com/", 1)[1])
+                request["TemplateURL"] = action.detail["template_url"] + (f"?versionId={version}" if version else "")
             else:
                 request["TemplateBody"] = rendered[action.detail["template"]]
             if "DeployRoleArn" in bootstrap:  # absent only while the bootstrap itself is first created (by an administrator)
                 request["RoleARN"] = bootstrap["DeployRoleArn"]
             _deploy_stack(cloudformation, request, action.detail["exists"])
+        elif action.kind == "migrate-pointers":
+            dynamodb = session.client("dynamodb")
+            for pointer in action.detail["pointers"]:
+                try:
+                    dynamodb.put_item(TableName=action.target, Item=pointer.to_item(), ConditionExpression="attribute_not_exists(model_id)")
+                except ClientError as error:
+                    if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                        raise
         elif action.kind == "upsert-pipeline":
             from clip_api.model_config import load_model_config
             from pipeline.aws import upsert_pipeline

@@ -19,6 +19,10 @@ def _arn(service: str, resource: str, region: bool = True, account: bool = True)
     return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:{'${AWS::Region}' if region else ''}:{'${AWS::AccountId}' if account else ''}:{resource}"}
 
 
+PROJECT_KEY = {"Fn::GetAtt": ["Key", "Arn"]}  # the bootstrap's own key: the role lives in the same stack
+# The only managed policy any of the project's roles attaches (API Gateway's logging role).
+ATTACHABLE_POLICIES = [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}]
+
 # service -> (actions, resources). Names CloudFormation generates are <stack>-<logical id>-<suffix>,
 # and both stacks are named clip-embedding-api-*, so every generated name starts with the prefix.
 SCOPED_ACTIONS: dict[str, tuple[list[str], list]] = {
@@ -38,13 +42,13 @@ SCOPED_ACTIONS: dict[str, tuple[list[str], list]] = {
     "events": (["events:PutRule", "events:DeleteRule", "events:DescribeRule", "events:PutTargets", "events:RemoveTargets", "events:ListTargetsByRule",
                 "events:ListTagsForResource", "events:TagResource", "events:UntagResource"], [_arn("events", f"rule/{PREFIX}-*")]),
     "iam": (["iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
-             "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:AttachRolePolicy",
-             "iam:DetachRolePolicy", "iam:ListAttachedRolePolicies", "iam:TagRole", "iam:UntagRole"],
+             "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
+             "iam:TagRole", "iam:UntagRole"],
             [_arn("iam", f"role/{PREFIX}-*", region=False)]),
     "kms": (["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:GetKeyRotationStatus", "kms:EnableKeyRotation", "kms:ListResourceTags",
              "kms:TagResource", "kms:UntagResource", "kms:UpdateKeyDescription", "kms:EnableKey", "kms:CreateGrant", "kms:RevokeGrant",
-             "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], [_arn("kms", "key/*")]),
-    "kms-alias": (["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"], [_arn("kms", f"alias/{PREFIX}"), _arn("kms", "key/*")]),
+             "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], [PROJECT_KEY]),
+    "kms-alias": (["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"], [_arn("kms", f"alias/{PREFIX}"), PROJECT_KEY]),
     "lambda": (["lambda:CreateFunction", "lambda:DeleteFunction", "lambda:GetFunction", "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
                 "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "lambda:GetFunctionCodeSigningConfig",
                 "lambda:GetFunctionRecursionConfig", "lambda:PutFunctionRecursionConfig", "lambda:GetRuntimeManagementConfig",
@@ -162,6 +166,13 @@ UNUSED_HANDLER_PERMISSIONS: dict[str, str] = {
 def deploy_role_statements() -> list[dict]:
     statements = [{"Sid": service.replace("-", "").capitalize() + "ResourcesOfThisProject", "Effect": "Allow", "Action": actions, "Resource": resources}
                   for service, (actions, resources) in SCOPED_ACTIONS.items()]
+    statements.append({"Sid": "AttachOnlyTheProjectsManagedPolicies", "Effect": "Allow", "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
+                       "Resource": _arn("iam", f"role/{PREFIX}-*", region=False), "Condition": {"ArnEquals": {"iam:PolicyARN": ATTACHABLE_POLICIES}}})
+    # The role must not widen itself: a change to its own policy is an administrator's deploy.
+    statements.append({"Sid": "NeverChangeItself", "Effect": "Deny",
+                       "Action": ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+                                  "iam:UpdateAssumeRolePolicy", "iam:DeleteRole", "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary"],
+                       "Resource": _arn("iam", f"role/{PREFIX}-bootstrap-DeployRole-*", region=False)})
     statements.append({"Sid": "PassThisProjectsRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": _arn("iam", f"role/{PREFIX}-*", region=False),
                        "Condition": {"StringEquals": {"iam:PassedToService": PASSED_TO}}})
     statements.append({"Sid": "NoResourceLevelPermissions", "Effect": "Allow", "Action": UNSCOPED_ACTIONS, "Resource": "*"})

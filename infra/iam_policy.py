@@ -1084,11 +1084,13 @@ def call_requests(call: Call, deployment: Deployment | None = None) -> list[Requ
 
 def _template_url_requests(url: str, deployment: Deployment | None) -> list[Request]:
     """CloudFormation reads a TemplateURL with the caller's credentials."""
+    url, _, query = url.partition("?")
     match = re.match(r"https://([^./]+)\.s3[.-][^/]*amazonaws\.com/(.+)", url) or re.match(r"https://s3[.-][^/]*amazonaws\.com/([^/]+)/(.+)", url)
     if not match:
         return []
     bucket, key = match.groups()
-    requests = [Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{key}", why="CloudFormation reads the TemplateURL as the caller")]
+    action = "s3:GetObjectVersion" if "versionId=" in query else "s3:GetObject"  # a pinned version is read with GetObjectVersion
+    requests = [Request(action, f"arn:{PARTITION}:s3:::{bucket}/{key}", why="CloudFormation reads the TemplateURL as the caller")]
     kms = deployment.bucket_key_arn(bucket) if deployment else None
     if kms:
         requests.append(Request("kms:Decrypt", kms, why="the TemplateURL object is encrypted with the bucket's key"))

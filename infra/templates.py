@@ -134,8 +134,9 @@ def bootstrap_template() -> dict:
                 },
             },
             # Stage logging needs the account-level CloudWatch role of API Gateway (one per account and region).
+            # Retained: the account setting keeps pointing at the role whatever happens to this stack.
             "ApiGatewayCloudWatchRole": {
-                "Type": "AWS::IAM::Role", "Condition": "ManagesApiGatewayAccount",
+                "Type": "AWS::IAM::Role", "Condition": "ManagesApiGatewayAccount", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
                 "Properties": {
                     "Description": "API Gateway: push access and execution logs to CloudWatch Logs (account setting)",
                     "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
@@ -145,6 +146,7 @@ def bootstrap_template() -> dict:
                 },
             },
             "ApiGatewayAccount": {"Type": "AWS::ApiGateway::Account", "Condition": "ManagesApiGatewayAccount",
+                                  "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
                                   "Properties": {"CloudWatchRoleArn": getatt("ApiGatewayCloudWatchRole", "Arn")}},
             "Key": {
                 "Type": "AWS::KMS::Key",
@@ -211,6 +213,8 @@ def bootstrap_template() -> dict:
             "ArtifactBucketName": {"Value": ref("ArtifactBucket"), "Export": {"Name": f"{PREFIX}-artifact-bucket"}},
             "KmsKeyArn": {"Value": getatt("Key", "Arn"), "Export": {"Name": f"{PREFIX}-kms-key-arn"}},
             "DeployRoleArn": {"Value": getatt("DeployRole", "Arn"), "Export": {"Name": f"{PREFIX}-deploy-role-arn"}},
+            # Compared by clip-api deploy with the account's setting (a generated name is truncated: never guess it).
+            "ApiGatewayCloudWatchRoleArn": {"Condition": "ManagesApiGatewayAccount", "Value": getatt("ApiGatewayCloudWatchRole", "Arn")},
         },
     }
 
@@ -241,8 +245,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         "ApiRateLimit": {"Type": "Number", "Default": 50, "MinValue": 1},
         "ApiBurstLimit": {"Type": "Number", "Default": 100, "MinValue": 1},
         "ApiDailyQuota": {"Type": "Number", "Default": 100000, "MinValue": 1},
-        "BakeSeconds": {"Type": "Number", "Default": 300, "MinValue": 0},
-        "PollSeconds": {"Type": "Number", "Default": 30, "MinValue": 0},
+        # Bounded so that polls (max_polls of them), the bake and retries fit the workflow's 2 h limit.
+        "BakeSeconds": {"Type": "Number", "Default": 300, "MinValue": 0, "MaxValue": 1800},
+        "PollSeconds": {"Type": "Number", "Default": 30, "MinValue": 0, "MaxValue": 60},
     }
     conditions = {"HasEmail": {"Fn::Not": [{"Fn::Equals": [ref("NotificationEmail"), ""]}]}}
     conditions["HasCors"] = {"Fn::Not": [{"Fn::Equals": [ref("CorsAllowOrigin"), ""]}]}
@@ -316,7 +321,10 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         ]},
     }}
     resources["PipelineRole"] = role("sagemaker.amazonaws.com", [policy("build-models", [
-        allow(["s3:GetObject", "s3:PutObject"], objects_arn),
+        # Builds read anything of the project's (code, checkpoints, earlier artifacts) but write only pipeline
+        # outputs: never the templates, Lambda code or deploy records that CloudFormation and CodeBuild use.
+        allow(["s3:GetObject"], objects_arn),
+        allow(["s3:PutObject"], sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}/" + PREFIX + "/pipelines/*")),
         allow(["s3:ListBucket"], bucket_arn),
         kms_use,
         allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
@@ -387,6 +395,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         # The optimised createModel/createEndpointConfig/createEndpoint integrations call ListTags on what they create.
         allow(["sagemaker:AddTags", "sagemaker:ListTags"], [sub(sagemaker_arn + ":model/clip-*"), sub(sagemaker_arn + ":endpoint-config/clip-*"), endpoint_arn]),
         allow(["sagemaker:UpdateModelPackage"], [sub(sagemaker_arn + ":model-package/" + g + "/*") for g in groups]),
+        # The workflow records outcomes (metadata, Rejected): approving is a person's act in the registry, never the workflow's.
+        {"Sid": "NeverApprove", "Effect": "Deny", "Action": ["sagemaker:UpdateModelPackage"], "Resource": "*",
+         "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": "Approved"}}},
         {**allow(["iam:PassRole"], getatt("ModelExecutionRole", "Arn")), "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
         allow(["dynamodb:PutItem"], pointer_table_arn),
         {**allow(["dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},  # releasing the promotion lock
@@ -506,7 +517,7 @@ def cicd_template() -> dict:
     codebuild_role = role("codebuild.amazonaws.com", [policy("build-and-deploy", [
         LOGS_STATEMENT,
         allow(["s3:GetObject", "s3:PutObject"], sub("${PipelineArtifacts.Arn}/*")),
-        allow(["s3:GetObject", "s3:PutObject", "s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::" + PREFIX + "-${AWS::AccountId}-${AWS::Region}"),
+        allow(["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::" + PREFIX + "-${AWS::AccountId}-${AWS::Region}"),
                                                                  sub("arn:${AWS::Partition}:s3:::" + PREFIX + "-${AWS::AccountId}-${AWS::Region}/*")]),
         allow(["kms:Decrypt", "kms:GenerateDataKey"], ref("KmsKeyArn")),
         allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
@@ -524,6 +535,9 @@ def cicd_template() -> dict:
         # clip-api deploy passes CloudFormation's service role on every stack call: CloudFormation acts with it, not with this role.
         {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PREFIX + "-bootstrap-DeployRole-*")),
          "Condition": {"StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}}},
+        # Upgrading a deployment from before the serving pointer: read what each API function served, write it once.
+        allow(["lambda:GetFunctionConfiguration"], sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + PREFIX + "-*")),
+        allow(["dynamodb:PutItem"], sub("arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/" + POINTER_TABLE)),
         # The prerequisite check of clip-api deploy: does the account already have API Gateway's CloudWatch role?
         allow(["apigateway:GET"], sub("arn:${AWS::Partition}:apigateway:${AWS::Region}::/account")),
         # `clip-api deploy` upserts each model's SageMaker Pipeline with the serving stack's PipelineRole.

@@ -151,6 +151,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
             log(f"   registered {result.model_package_arn} (PendingManualApproval) after {time.monotonic() - started:.0f} s")
             log(f"   {golden_case(workdir / 'pipeline-runs' / result.execution_id)}")
             if settings.approve:
+                time.sleep(0.01)  # an approval is a later change than the registration (the planner checks; moto counts milliseconds)
                 session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
                 log("   approved (--approve)")
 

@@ -184,7 +184,10 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
     if live.endpoint == name:
         return skip(f"version {package.version} is already serving on {name}", action="ignore")
     if name in live.endpoints:
-        return skip(f"a promotion of version {package.version} is already in progress ({name} exists)", action="ignore")
+        # This execution holds the model's lock: an endpoint of this version that does not serve is a leftover
+        # (a crashed promotion, or one still being deleted). Say so: a person may need to clean it up.
+        return skip(f"{name} exists but does not serve (a leftover of an earlier promotion of version {package.version}, or still "
+                    "being deleted): delete it, or wait, then approve again")
     if package.approval_status != "Approved":
         return skip(f"package {package.arn} is {package.approval_status}, not Approved")
     if problem := approval_problem(package):
@@ -196,6 +199,7 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
         return skip(f"version {package.version} is superseded: version {live.version} is already serving")
 
     previous = live.endpoint
+    retired = endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints)
     smoke_uri = package.model_quality_uri.rsplit("/", 1)[0] + "/smoke_test.json" if package.model_quality_uri else None
     return Plan(
         "promote",
@@ -209,7 +213,8 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "endpoint_name": name,
             "image": package.image,
             "model_data_url": package.model_data_url,
-            "container_environment": dict(package.container_environment),
+            # Only what the container is meant to read: a registered Environment cannot smuggle other settings in.
+            "container_environment": {VALIDATED_MANIFEST_ENV: package.container_environment[VALIDATED_MANIFEST_ENV]},
             "role_arn": settings.role_arn,
             "serverless_config": serverless_config(config),
             "pointer_table": settings.pointer_table,
@@ -224,10 +229,9 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "alarm_names": alarm_names(config, name),
             "old_alarm_names": alarm_names(config, previous) if previous else [],
             # Each retired endpoint takes its config, its model and (if it was kept on standby) its standby config.
-            "retire_endpoints": [{"name": retired, "standby_config_name": f"{retired}{STANDBY_SUFFIX}"}
-                                 for retired in endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints)],
-            # After a successful bake the replaced endpoint stays for rollback, without provisioned concurrency.
-            "release_provisioned_concurrency": bool(previous) and standby_config(config) is not None,
+            "retire_endpoints": [{"name": endpoint, "standby_config_name": f"{endpoint}{STANDBY_SUFFIX}"} for endpoint in retired],
+            # After a successful bake the replaced endpoint stays for rollback (unless retired), without provisioned concurrency.
+            "release_provisioned_concurrency": bool(previous) and previous not in retired and standby_config(config) is not None,
             "standby_config_name": f"{previous}{STANDBY_SUFFIX}" if previous else "",
             "standby_serverless_config": standby_config(config) or {},
             "smoke_test_uri": smoke_uri or "",

@@ -35,6 +35,7 @@ PLAN_FUNCTION = "${PlanFunctionArn}"
 SMOKE_FUNCTION = "${SmokeTestFunctionArn}"
 TOPIC = "${TopicArn}"
 ALL_ERRORS = ["States.ALL"]
+POINTER_CACHE_SECONDS = 5  # lambda/embedding_api/endpoints.py EndpointDirectory.ttl_s
 LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
 SAGEMAKER_OPTIMISED_TRANSIENT = ["SageMaker.AmazonSageMakerException"]
 SAGEMAKER_SDK_TRANSIENT = ["SageMaker.SageMakerException"]
@@ -169,7 +170,11 @@ def build_definition() -> dict:
     # The pointer no longer names our endpoint (never switched, or moved on since): nothing to restore.
     restore_previous.add_catch(Catch(error_equals=CONDITION_FAILED, next_step=delete_new_alarms, result_path="$.restore_error"))
     restore_previous.add_catch(Catch(error_equals=ALL_ERRORS, next_step=release_after_restore_failure, result_path="$.restore_error"))
-    restore_previous.next(delete_new_alarms)
+    # The API functions cache the pointer for a few seconds: let them reach the restored endpoint before
+    # the new one goes away.
+    drain = Wait("LetPointerCachesExpire", seconds=POINTER_CACHE_SECONDS + 1)
+    drain.next(delete_new_alarms)
+    restore_previous.next(drain)
 
     # ---- happy path --------------------------------------------------------------------------
     promoted = Succeed("Promoted")

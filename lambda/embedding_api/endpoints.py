@@ -44,7 +44,7 @@ def backoff_s(attempt: int, rng=random.random) -> float:
 class EndpointDirectory:
     dynamodb: object
     table: str
-    ttl_s: float = 5.0
+    ttl_s: float = 5.0  # the workflow waits this long (promotion/state_machine.py POINTER_CACHE_SECONDS) before deleting a rolled-back endpoint
     _cache: dict = field(default_factory=dict)
 
     def endpoint_for(self, model_id: str) -> str:

@@ -63,6 +63,14 @@ def config_for_group(group: str) -> ModelConfig:
     raise LookupError(f"no model config registers into model package group {group}")
 
 
+def principal_of(identity_arn: str) -> str:
+    """The role behind an assumed-role session ARN (a new session name is the same principal), else the ARN."""
+    if ":assumed-role/" in identity_arn:
+        prefix, rest = identity_arn.split(":assumed-role/", 1)
+        return f"{prefix}:assumed-role/{rest.split('/', 1)[0]}"
+    return identity_arn
+
+
 def read_package(sagemaker, arn: str) -> PackageInfo:
     package = sagemaker.describe_model_package(ModelPackageName=arn)
     container = package["InferenceSpecification"]["Containers"][0]
@@ -75,10 +83,11 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
         image=container["Image"],
         model_data_url=container["ModelDataUrl"],
         model_quality_uri=quality,
-        modified_after_registration="LastModifiedTime" in package,
+        # an approval is a modification after registration: LastModifiedTime later than CreationTime
+        modified_after_registration=bool(package.get("LastModifiedTime")) and package["LastModifiedTime"] > package["CreationTime"],
         container_environment=container.get("Environment", {}),
-        registered_by=package.get("CreatedBy", {}).get("IamIdentity", {}).get("Arn", ""),
-        approved_by=(package.get("LastModifiedBy", {}).get("IamIdentity", {}).get("Arn")
+        registered_by=principal_of(package.get("CreatedBy", {}).get("IamIdentity", {}).get("Arn", "")),
+        approved_by=(principal_of(package.get("LastModifiedBy", {}).get("IamIdentity", {}).get("Arn", ""))
                      or package.get("LastModifiedBy", {}).get("UserProfileName", "")),
     )
 
@@ -110,8 +119,12 @@ def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings
                           ("skip", f"another promotion of {config.model_id} ({owner}) held the lock too long for this one to finish: approve again"))
         plan = Plan(action, reason, config.model_id, package.arn, package.version, {"wait_seconds": settings.poll_seconds}).to_dict()
     else:
-        live = read_live_state(dynamodb, sagemaker, config, settings.pointer_table)
-        plan = plan_promotion(config, package, live, settings).to_dict()
+        try:
+            live = read_live_state(dynamodb, sagemaker, config, settings.pointer_table)
+            plan = plan_promotion(config, package, live, settings).to_dict()
+        except Exception:
+            lock.release(dynamodb, settings.pointer_table, config.model_id, execution_id)  # the workflow's failure path has no lock to release
+            raise
         if plan["action"] != "promote":
             lock.release(dynamodb, settings.pointer_table, config.model_id, execution_id)
         # The bake counts the new endpoint's invocations from here: before the smoke test, wherever it runs.

@@ -61,9 +61,12 @@ def test_plan_updates_serving_when_code_changed():
 
 
 def test_the_api_gateway_account_role_is_set_only_where_none_or_ours_is():
-    ours = f"arn:aws:iam::111122223333:role/{BOOTSTRAP_STACK}-ApiGatewayCloudWatchRole-ABC123"
+    # CloudFormation truncates generated role names to 64 characters: ours is known from the stack's output, never by its name
+    ours = f"arn:aws:iam::111122223333:role/{BOOTSTRAP_STACK}-ApiGatewayCloudWatchRo-A81740AB72C1"
     assert manages_api_gateway_account(facts(logging_role=""))
-    assert manages_api_gateway_account(facts(logging_role=ours))
+    assert manages_api_gateway_account(Facts("111122223333", "eu-west-1", {}, frozenset(), ("clip-vit-b-32",),
+                                             {"ApiGatewayCloudWatchRoleArn": ours}, ours))
+    assert not manages_api_gateway_account(facts(logging_role=ours))  # a role of that shape that the stack does not name
     assert not manages_api_gateway_account(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"))
     plan = plan_deploy(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"), RENDERED, "code/abc.zip")
     assert plan[0].detail["parameters"] == {"ManageApiGatewayAccount": "false"}
@@ -222,3 +225,64 @@ def test_buildspec_changes_the_account_only_after_everything_before_succeeded():
     assert "HEAD~1" not in build and '--base "$DEPLOYED_BASE"' in build  # every commit since the last finished deploy
     assert "deploy last-commit" in build
     assert "--email" not in build  # an e-mail subscription made by a person is never blanked by CI
+
+
+def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(aws_env, moto_aws, monkeypatch):
+    """Its functions' environments named the serving endpoints; the stack update clears them, so the deploy carries them over first."""
+    import infra.deploy as deploy_module
+    from clip_api.model_config import load_model_config
+    from infra.templates import POINTER_TABLE
+    from promotion.pointer import ServingPointer, read_pointer
+
+    session = boto3.Session(region_name="us-east-1")
+    tiny = load_model_config("clip-tiny").model_copy(update={"demo_only": False})
+    deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny])
+    lambda_client = session.client("lambda")
+    function = "clip-embedding-api-clip-tiny"
+    variables = lambda_client.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
+    legacy = {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-tiny-v7", "MODEL_PACKAGE_VERSION": "7",
+              "MODEL_PACKAGE_ARN": "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/7"}
+    lambda_client.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, **legacy}})
+    original = deploy_module.templates
+
+    def the_upgrade(configs=None):
+        rendered = original(configs)
+        rendered["serving.yaml"]["Description"] += " (upgraded)"
+        return rendered
+
+    monkeypatch.setattr(deploy_module, "templates", the_upgrade)
+    actions = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny])
+    assert "migrate-pointers" in [a.kind for a in actions]
+    dynamodb = session.client("dynamodb")
+    assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == ServingPointer("clip-tiny", "clip-clip-tiny-v7", 7, legacy["MODEL_PACKAGE_ARN"])
+    # a pointer the workflow wrote since is never overwritten by what an environment still says
+    promoted = ServingPointer("clip-tiny", "clip-clip-tiny-v8", 8, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/8")
+    dynamodb.put_item(TableName=POINTER_TABLE, Item=promoted.to_item())
+    deploy_module.execute([deploy_module.Action("migrate-pointers", POINTER_TABLE, {"pointers": actions[[a.kind for a in actions].index("migrate-pointers")].detail["pointers"]})],
+                          session, b"", {}, log=lambda _: None)
+    assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == promoted
+
+
+
+def test_cloudformation_gets_the_template_version_this_run_uploaded(aws_env, moto_aws, monkeypatch):
+    import infra.deploy as deploy_module
+    from infra.deploy import bucket_name
+
+    session = boto3.Session(region_name="us-east-1")
+    deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
+    # The bootstrap's bucket is versioned in AWS; moto's CloudFormation leaves versioning off.
+    session.client("s3").put_bucket_versioning(Bucket=bucket_name("123456789012", "us-east-1"), VersioningConfiguration={"Status": "Enabled"})
+    calls = StackCalls(session)
+    original = deploy_module.templates
+
+    def changed(configs=None):
+        rendered = original(configs)
+        rendered["serving.yaml"]["Description"] += " (changed)"
+        return rendered
+
+    monkeypatch.setattr(deploy_module, "templates", changed)
+    deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
+    url = calls.calls[-1]["TemplateURL"]
+    key, version = url.split(".amazonaws.com/", 1)[1].split("?versionId=")
+    stored = session.client("s3").get_object(Bucket=bucket_name("123456789012", "us-east-1"), Key=key, VersionId=version)["Body"].read().decode()
+    assert "(changed)" in stored  # pinned: a later write to the key cannot change what CloudFormation runs

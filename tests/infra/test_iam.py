@@ -433,3 +433,21 @@ def test_only_the_workflow_may_write_a_serving_pointer(deployment):
     assert not deployment.allowed(workflow, "dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["clip-vit-b-32"]})  # a pointer is never deleted
     api = deployment.role("serving/ApiFunctionRole").key
     assert not deployment.allowed(api, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["clip-vit-b-32"]})
+
+
+def test_builds_cannot_rewrite_what_cloudformation_and_codebuild_run(deployment):
+    """A processing job's code (the build image, its dependencies) writes pipeline outputs only."""
+    bucket = f"clip-embedding-api-{ACCOUNT}-{REGION}"
+    pipeline = deployment.role("serving/PipelineRole").key
+    assert deployment.allowed(pipeline, "s3:PutObject", f"arn:aws:s3:::{bucket}/clip-embedding-api/pipelines/clip-tiny/run/artifact/model.tar.gz", {})
+    for key in ("clip-embedding-api/templates/serving-0123.yaml", "clip-embedding-api/lambda/0123.zip", "clip-embedding-api/deploy/last-deployed-commit",
+                "clip-embedding-api/code/processing_entry.py"):
+        assert not deployment.allowed(pipeline, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", {}), key
+
+
+def test_the_workflow_records_outcomes_but_never_approves(deployment):
+    workflow = deployment.role("serving/StateMachineRole").key
+    package = ip.arn("sagemaker", "model-package/clip-vit-b-32/3")
+    assert deployment.allowed(workflow, "sagemaker:UpdateModelPackage", package, {})  # RecordLive: metadata only
+    assert deployment.allowed(workflow, "sagemaker:UpdateModelPackage", package, {"sagemaker:ModelApprovalStatus": "Rejected"})
+    assert not deployment.allowed(workflow, "sagemaker:UpdateModelPackage", package, {"sagemaker:ModelApprovalStatus": "Approved"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
                                                     "ModelDataUrl": "s3://b/run/model.tar.gz", "Environment": {"CLIP_API_MANIFEST_SHA256": "ab" * 32}}],
                                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         )["ModelPackageArn"])
+        time.sleep(0.01)  # an approval comes after the registration (moto's timestamps are in milliseconds)
         sagemaker.update_model_package(ModelPackageArn=arns[-1], ModelApprovalStatus="Approved")
     from promotion.plan import resource_name
 

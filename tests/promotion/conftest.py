@@ -70,6 +70,7 @@ class PromotionWorld:
             ModelApprovalStatus="PendingManualApproval",
         )["ModelPackageArn"]
         if approve:
+            time.sleep(0.01)  # an approval comes after the registration (moto's timestamps are in milliseconds)
             self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
         return arn
 

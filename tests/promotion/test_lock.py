@@ -84,3 +84,18 @@ def test_the_lock_is_released_whatever_the_outcome(world, smoke_passes):
     again = world.promote(package)  # a plan that decides not to promote gives the lock back at once
     assert again["plan"]["action"] in ("ignore", "skip")
     assert lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny") is None
+
+
+def test_a_planner_that_fails_after_taking_the_lock_gives_it_back(world, monkeypatch):
+    """The workflow's PlanFailed path has no lock to release: the planner must not leave one behind."""
+    import promotion_planner.app as planner
+
+    package = world.register_version()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ListEndpoints throttled")
+
+    monkeypatch.setattr(planner, "read_live_state", broken)
+    with pytest.raises(RuntimeError):
+        world.plan(world.event_for(package), "fails-after-the-lock")
+    assert lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny") is None

@@ -68,6 +68,8 @@ def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
         (package(1), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "superseded"),
         (package(3, status="Rejected"), live(), "not Approved"),
         (package(3, group="someone-else"), live(), "is not clip-vit-b-32's"),
+        # under the model's lock, an endpoint of this version that does not serve is a leftover: said, not ignored
+        (package(3), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2", "clip-clip-vit-b-32-v3"]), "leftover"),
     ],
 )
 def test_skips(b32_config, pkg, state, reason):
@@ -79,7 +81,6 @@ def test_skips(b32_config, pkg, state, reason):
     "pkg, state, reason",
     [
         (package(2), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "already serving"),
-        (package(3), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2", "clip-clip-vit-b-32-v3"]), "already in progress"),
     ],
 )
 def test_repeats_of_handled_events_are_ignored_quietly(b32_config, pkg, state, reason):
@@ -160,3 +161,20 @@ def test_a_package_without_the_validated_manifest_digest_is_not_promoted(b32_con
         assert plan.action == "skip" and "validated manifest digest" in plan.reason
     plan = plan_promotion(b32_config, package(2), live(), SETTINGS).to_dict()
     assert plan["container_environment"] == {"CLIP_API_MANIFEST_SHA256": "cd" * 32}  # CreateModel passes it on
+
+
+
+def test_a_previous_endpoint_about_to_be_retired_keeps_its_configuration(b32_config):
+    """With keep_previous_endpoints=0 the replaced endpoint is deleted in the same run: moving it to a standby config would race that."""
+    current = "clip-clip-vit-b-32-v1"
+    keep_none = b32_config.model_copy(update={"endpoint": b32_config.endpoint.model_copy(update={"keep_previous_endpoints": 0})})
+    plan = plan_promotion(keep_none, package(2), live(current, 1, [current]), SETTINGS).to_dict()
+    assert [r["name"] for r in plan["retire_endpoints"]] == [current] and plan["release_provisioned_concurrency"] is False
+
+
+def test_only_the_validated_digest_reaches_the_container(b32_config):
+    from dataclasses import replace
+
+    smuggled = {"CLIP_API_MANIFEST_SHA256": "cd" * 32, "LD_PRELOAD": "/tmp/x.so", "OMP_NUM_THREADS": "64"}
+    plan = plan_promotion(b32_config, replace(package(2), container_environment=smuggled), live(), SETTINGS).to_dict()
+    assert plan["container_environment"] == {"CLIP_API_MANIFEST_SHA256": "cd" * 32}

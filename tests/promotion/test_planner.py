@@ -1,0 +1,39 @@
+"""The planner Lambda's reading of a model package (lambda/promotion_planner/app.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from promotion_planner.app import principal_of, read_package
+
+
+def test_a_new_session_of_the_same_role_is_the_same_principal():
+    one, other = "arn:aws:sts::1:assumed-role/clip-pipeline/job-1", "arn:aws:sts::1:assumed-role/clip-pipeline/job-2"
+    assert principal_of(one) == principal_of(other) == "arn:aws:sts::1:assumed-role/clip-pipeline"
+    assert principal_of("arn:aws:iam::1:user/alice") == "arn:aws:iam::1:user/alice"
+    assert principal_of("") == ""
+
+
+class OnePackage:
+    def __init__(self, **fields):
+        created = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
+        self.package = {"ModelPackageArn": "arn:aws:sagemaker:us-east-1:1:model-package/clip-tiny/3", "ModelPackageGroupName": "clip-tiny",
+                        "ModelPackageVersion": 3, "ModelApprovalStatus": "Approved", "CreationTime": created,
+                        "InferenceSpecification": {"Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}]}, **fields}
+
+    def describe_model_package(self, ModelPackageName):  # noqa: N803 - boto3's parameter name
+        return self.package
+
+
+def test_an_approval_is_a_modification_after_registration_by_another_principal():
+    created = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
+    never_modified = read_package(OnePackage(), "arn")
+    assert not never_modified.modified_after_registration
+    same_instant = read_package(OnePackage(LastModifiedTime=created), "arn")
+    assert not same_instant.modified_after_registration  # created Approved: the registry shows no later change
+    approved = read_package(OnePackage(
+        LastModifiedTime=created + dt.timedelta(minutes=5),
+        CreatedBy={"IamIdentity": {"Arn": "arn:aws:sts::1:assumed-role/clip-pipeline/job-1"}},
+        LastModifiedBy={"IamIdentity": {"Arn": "arn:aws:sts::1:assumed-role/clip-pipeline/console-session"}}), "arn")
+    assert approved.modified_after_registration
+    assert approved.registered_by == approved.approved_by == "arn:aws:sts::1:assumed-role/clip-pipeline"  # the same role approved itself
