@@ -16,3 +16,18 @@ def rendered() -> dict:
 @pytest.fixture(scope="module")
 def deployment(rendered) -> Deployment:
     return Deployment(rendered)
+
+
+def change_templates(monkeypatch, *names: str, mark: str = " (changed)") -> None:
+    """Make clip-api deploy render changed templates (a push that changes these stacks)."""
+    import infra.deploy as deploy_module
+
+    original = deploy_module.templates
+
+    def changed(configs=None):
+        rendered = original(configs)
+        for name in names:
+            rendered[name]["Description"] += mark
+        return rendered
+
+    monkeypatch.setattr(deploy_module, "templates", changed)

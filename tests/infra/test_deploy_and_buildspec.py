@@ -22,6 +22,7 @@ from infra.deploy import (
     template_key,
 )
 from infra.templates import render
+from tests.infra.conftest import change_templates
 
 REPO_ROOT = Path(__file__).parents[2]
 RENDERED = {"bootstrap.yaml": "B", "serving.yaml": "S", "cicd.yaml": "C"}
@@ -106,19 +107,10 @@ def test_deploy_is_idempotent_under_moto(aws_env, moto_aws, capsys, tmp_path):
 
 
 def test_a_changed_bootstrap_is_updated_with_the_deploy_role(aws_env, moto_aws, monkeypatch):
-    import infra.deploy as deploy_module
-
     session = boto3.Session(region_name="us-east-1")
     deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
     calls = StackCalls(session)
-    original = deploy_module.templates
-
-    def changed_bootstrap(configs=None):
-        rendered = original(configs)
-        rendered["bootstrap.yaml"]["Description"] += " (changed)"
-        return rendered
-
-    monkeypatch.setattr(deploy_module, "templates", changed_bootstrap)
+    change_templates(monkeypatch, "bootstrap.yaml")
     deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
     assert [c["StackName"] for c in calls.calls] == [BOOTSTRAP_STACK]
     assert calls.calls[0]["RoleARN"] == stack_outputs(session.client("cloudformation"), BOOTSTRAP_STACK)["DeployRoleArn"]
@@ -243,14 +235,7 @@ def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(
     legacy = {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-tiny-v7", "MODEL_PACKAGE_VERSION": "7",
               "MODEL_PACKAGE_ARN": "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/7"}
     lambda_client.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, **legacy}})
-    original = deploy_module.templates
-
-    def the_upgrade(configs=None):
-        rendered = original(configs)
-        rendered["serving.yaml"]["Description"] += " (upgraded)"
-        return rendered
-
-    monkeypatch.setattr(deploy_module, "templates", the_upgrade)
+    change_templates(monkeypatch, "serving.yaml", mark=" (upgraded)")
     actions = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny])
     assert "migrate-pointers" in [a.kind for a in actions]
     dynamodb = session.client("dynamodb")
@@ -265,7 +250,6 @@ def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(
 
 
 def test_cloudformation_gets_the_template_version_this_run_uploaded(aws_env, moto_aws, monkeypatch):
-    import infra.deploy as deploy_module
     from infra.deploy import bucket_name
 
     session = boto3.Session(region_name="us-east-1")
@@ -273,14 +257,7 @@ def test_cloudformation_gets_the_template_version_this_run_uploaded(aws_env, mot
     # The bootstrap's bucket is versioned in AWS; moto's CloudFormation leaves versioning off.
     session.client("s3").put_bucket_versioning(Bucket=bucket_name("123456789012", "us-east-1"), VersioningConfiguration={"Status": "Enabled"})
     calls = StackCalls(session)
-    original = deploy_module.templates
-
-    def changed(configs=None):
-        rendered = original(configs)
-        rendered["serving.yaml"]["Description"] += " (changed)"
-        return rendered
-
-    monkeypatch.setattr(deploy_module, "templates", changed)
+    change_templates(monkeypatch, "serving.yaml")
     deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
     url = calls.calls[-1]["TemplateURL"]
     key, version = url.split(".amazonaws.com/", 1)[1].split("?versionId=")

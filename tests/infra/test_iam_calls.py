@@ -18,6 +18,7 @@ import pytest
 
 from infra import iam_policy as ip
 from infra.iam_policy import ACCOUNT, REGION, Deployment
+from tests.infra.conftest import change_templates
 
 
 @dataclass
@@ -226,7 +227,6 @@ def codebuild_environment(deployment: Deployment) -> dict:
 def test_the_codebuild_role_allows_every_call_of_deploy_and_pipeline_start(deployment, moto_aws, every_session_recorded, monkeypatch):
     """`clip-api deploy` and `clip-api pipeline start` as CodeBuild runs them, every call checked against the
     CodeBuild role; CloudFormation must act through a service role, which the caller may pass."""
-    import infra.deploy as deploy_module
     from clip_api.model_config import load_model_config
     from infra.deploy import deploy, pipeline_settings_from_stacks
     from pipeline.aws import start_pipeline
@@ -238,15 +238,7 @@ def test_the_codebuild_role_allows_every_call_of_deploy_and_pipeline_start(deplo
     # The administrator's first deploy (README "Deploy to AWS"): the bootstrap, and with it the deploy role, exist before CI runs.
     deploy(session, ("clip-vit-b-32",), vendor_dependencies=False, log=lambda _: None)
     every_session_recorded.calls.clear()
-    original = deploy_module.templates
-
-    def a_push_that_changes_both_stacks(configs=None):
-        rendered = original(configs)
-        for template in rendered.values():
-            template["Description"] += " (changed by a push)"
-        return rendered
-
-    monkeypatch.setattr(deploy_module, "templates", a_push_that_changes_both_stacks)
+    change_templates(monkeypatch, "bootstrap.yaml", "serving.yaml", "cicd.yaml", mark=" (changed by a push)")
     deploy(session, ("clip-vit-b-32",), vendor_dependencies=False, log=lambda _: None)
     start_pipeline(load_model_config("clip-vit-b-32"), pipeline_settings_from_stacks(session))
     calls = every_session_recorded.calls
