@@ -49,6 +49,24 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_bulk(args: argparse.Namespace) -> int:
+    from clip_api.bench_bulk import CostAssumptions, costs, default_artifact, render, run_bulk_bench, to_json
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    artifact = Path(args.artifact) if args.artifact else default_artifact(args.model, args.variant, Path(args.out_dir), log)
+    width, _, height = args.image_size.partition("x")
+    result = run_bulk_bench(artifact, args.model, images=args.images, texts=args.texts, image_size=(int(width), int(height)),
+                            workers=tuple(int(w) for w in args.workers.split(",")), log=log)
+    assumptions = CostAssumptions(args.instance_type, args.instance_price, args.instance_vcpus, args.serverless_memory_mb)
+    cost = costs(result, assumptions)
+    print(render(result, cost))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(result, cost), indent=2))
+    return 1 if result.mismatches else 0
+
+
 def add_commands(commands) -> None:
     from clip_api.bulk import DEFAULT_SHARD_BYTES, DEFAULT_SHARD_RECORDS
 
@@ -76,3 +94,19 @@ def add_commands(commands) -> None:
     p.add_argument("--s3-prefix", help="batch-transform: where shards and .out files go (default: s3://$CLIP_API_BUCKET/batch/...)")
     p.add_argument("--role-arn", help="batch-transform: the transform role (default: the serving stack's TransformRoleArn output)")
     p.set_defaults(func=_cmd_embed_dataset)
+
+    b = commands.add_parser("bench-bulk", help="items/s of embed-dataset's local bulk path vs single requests on this machine, and cost per million images")
+    b.add_argument("--model", default="clip-vit-b-32")
+    b.add_argument("--variant", default="int8", help="the package built at random init when --artifact is not given (default: int8, as served)")
+    b.add_argument("--artifact", help="a packaged artifact directory or model.tar.gz to use instead")
+    b.add_argument("--out-dir", default=".artifacts/bench", help="where the random-init package is built (reused)")
+    b.add_argument("--images", type=int, default=256)
+    b.add_argument("--image-size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
+    b.add_argument("--texts", type=int, default=512)
+    b.add_argument("--workers", default="1,2", help="bulk runs to measure, by --workers")
+    b.add_argument("--instance-type", default="ml.m5.xlarge", help="Batch Transform instance type for the cost figure")
+    b.add_argument("--instance-price", type=float, help="its $/hour (default: the list price in clip_api/bench_bulk.py)")
+    b.add_argument("--instance-vcpus", type=int, help="its vCPUs (default: from clip_api/bench_bulk.py)")
+    b.add_argument("--serverless-memory-mb", type=int, default=4096, help="the serverless endpoint's memory (the config's endpoint.memory_mb)")
+    b.add_argument("--json", help="also write the figures as JSON here")
+    b.set_defaults(func=_cmd_bench_bulk)
