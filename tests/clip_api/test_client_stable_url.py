@@ -64,6 +64,10 @@ def stable_url(monkeypatch, aws_env, tiny_server):
         if gateway:
             gateway.stop()
         router.stop()
+        # Drop the copy serving clip-tiny: the next import (or monkeypatch's undo) gives other tests theirs.
+        sys.modules.pop("embedding_api.app", None)
+        if hasattr(embedding_api, "app"):
+            delattr(embedding_api, "app")
 
 
 def single(tiny_server, payload) -> np.ndarray:
