@@ -64,7 +64,7 @@ def preflight(session) -> list[str]:
     problems = []
     cloudformation = session.client("cloudformation")
     for name in (BOOTSTRAP_STACK, SERVING_STACK, f"{PREFIX}-cicd"):
-        if stack_outputs(cloudformation, name) or _stack_exists(cloudformation, name):
+        if _stack_exists(cloudformation, name):
             problems.append(f"stack {name} exists: this run deploys and deletes its own, so it needs a region without one")
     if _table_exists(session.client("dynamodb"), POINTER_TABLE):
         problems.append(f"DynamoDB table {POINTER_TABLE} exists (retained by an earlier deployment): delete it or use another region")

@@ -99,7 +99,7 @@ def plan_deploy(facts: Facts, rendered: dict[str, str], code_key: str, notificat
             parameters["NotificationEmail"] = notification_email
         actions.append(Action("deploy-stack", SERVING_STACK, {
             "template": "serving.yaml", "exists": SERVING_STACK in facts.stacks, "parameters": parameters,
-            "template_url": f"https://{bucket}.s3.{facts.region}.amazonaws.com/{key}", "needs_outputs_from": BOOTSTRAP_STACK,
+            "template_url": f"https://{bucket}.s3.{facts.region}.amazonaws.com/{key}", "template_key": key, "needs_outputs_from": BOOTSTRAP_STACK,
             "keep_previous": ["NotificationEmail", "CorsAllowOrigin", "ApiRateLimit", "ApiBurstLimit", "ApiDailyQuota", "BakeSeconds", "PollSeconds"]}))
     if facts.legacy_pointers:
         # A deployment from before the pointer table: what its functions' environments named keeps serving
@@ -232,7 +232,7 @@ def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str
                                           if k not in parameters and k in current]
             if "template_url" in action.detail:
                 # Pinned to the version uploaded moments ago: a later write to the key cannot change what CloudFormation runs.
-                version = template_versions.get(action.detail["template_url"].split(".amazonaws.com/", 1)[1])
+                version = template_versions.get(action.detail["template_key"])
                 request["TemplateURL"] = action.detail["template_url"] + (f"?versionId={version}" if version else "")
             else:
                 request["TemplateBody"] = rendered[action.detail["template"]]

@@ -133,6 +133,19 @@ class PromotionWorld:
     def pointer(self) -> ServingPointer:
         return read_pointer(self.dynamodb, POINTER_TABLE, "clip-tiny", consistent=True)
 
+    def alarm_fires_after_the_switch(self, endpoint: str, then=None):
+        """A `during` callback: once `endpoint`'s alarms exist (they are put after the switch), set its 5xx
+        alarm to ALARM and run `then`, once. `callback.fired` says whether it happened."""
+        def callback():
+            if not callback.fired and f"{endpoint}-invocation-5xx" in self.alarms():
+                self.cloudwatch.set_alarm_state(AlarmName=f"{endpoint}-invocation-5xx", StateValue="ALARM", StateReason="injected: 5xx errors")
+                if then is not None:
+                    then()
+                callback.fired = True
+
+        callback.fired = False
+        return callback
+
     def report_invocations(self, endpoint: str, count: int) -> None:
         self.cloudwatch.put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
             "MetricName": "Invocations", "Value": count, "Unit": "None",

@@ -55,16 +55,6 @@ def pointer_put_naming(endpoint: str):
     return when
 
 
-def alarm_fires(world):
-    fired = []
-
-    def during():
-        if not fired and f"{V(2)}-invocation-5xx" in world.alarms():
-            world.cloudwatch.set_alarm_state(AlarmName=f"{V(2)}-invocation-5xx", StateValue="ALARM", StateReason="injected: 5xx errors")
-            fired.append(True)
-    return during
-
-
 def stuck(status: str):
     return lambda monkeypatch, world: leave_new_endpoints(monkeypatch, status)
 
@@ -81,10 +71,10 @@ MATRIX = [
     ("PutAlarm", "AWS error", lambda m, w: fail(m, CLOUDWATCH, "put_metric_alarm", names_v2), ROLLED_BACK),
     ("CheckTraffic", "no invocations reported", "no-traffic", ROLLED_BACK),
     ("CheckAlarms", "AWS error", lambda m, w: fail(m, CLOUDWATCH, "get_alarms_by_alarm_names", names_v2), ROLLED_BACK),
-    ("CheckAlarms", "alarm fires during the bake", lambda m, w: alarm_fires(w), ROLLED_BACK),
+    ("CheckAlarms", "alarm fires during the bake", lambda m, w: w.alarm_fires_after_the_switch(V(2)), ROLLED_BACK),
     ("RecordLive", "AWS error", lambda m, w: fail(m, SAGEMAKER, "update_model_package",
                                                   lambda *a, **k: "live" in str(k.get("customer_metadata_properties", ""))), PROMOTED),
-    ("RestorePrevious", "AWS error after an alarm", lambda m, w: (fail(m, DYNAMODB, "put_item", pointer_put_naming(V(1))), alarm_fires(w))[1],
+    ("RestorePrevious", "AWS error after an alarm", lambda m, w: (fail(m, DYNAMODB, "put_item", pointer_put_naming(V(1))), w.alarm_fires_after_the_switch(V(2)))[1],
      NEEDS_A_PERSON),
 ]
 

@@ -91,15 +91,9 @@ def test_alarm_during_bake_restores_the_previous_endpoint(world):
     first = world.register_version()
     assert world.promote(first)["status"] == "SUCCEEDED"
     second = world.register_version()
-    fired = []
-
-    def fire_when_alarms_exist():
-        if not fired and f"{V(2)}-invocation-5xx" in world.alarms():
-            world.cloudwatch.set_alarm_state(AlarmName=f"{V(2)}-invocation-5xx", StateValue="ALARM", StateReason="test: 5xx errors")
-            fired.append(True)
-
-    result = world.promote(second, during=fire_when_alarms_exist)
-    assert fired and result["status"] == "FAILED"
+    alarm = world.alarm_fires_after_the_switch(V(2))
+    result = world.promote(second, during=alarm)
+    assert alarm.fired and result["status"] == "FAILED"
     assert "SwitchTraffic" in result["history"] and "RestorePrevious" in result["history"]
     assert_rolled_back_to(world, second, V(1), {V(1)}, "AlarmDuringBake")
     assert world.alarms() == alarm_set(V(1))  # the new alarms are gone, the old endpoint's stay
@@ -153,16 +147,10 @@ def test_a_failed_restore_deletes_nothing_and_asks_for_a_person(world):
     assert world.promote(first)["status"] == "SUCCEEDED"
     world.notifications()
     second = world.register_version()
-    broken = []
-
-    def fire_and_break_the_pointer_table():
-        if not broken and f"{V(2)}-invocation-5xx" in world.alarms():
-            world.cloudwatch.set_alarm_state(AlarmName=f"{V(2)}-invocation-5xx", StateValue="ALARM", StateReason="test: 5xx errors")
-            world.dynamodb.delete_table(TableName="clip-embedding-api-serving-pointer")  # the restore's PutItem now fails
-            broken.append(True)
-
-    result = world.promote(second, during=fire_and_break_the_pointer_table)
-    assert broken and result["status"] == "FAILED" and result["error"] == "RestoreFailed"
+    # the restore's PutItem then fails
+    alarm = world.alarm_fires_after_the_switch(V(2), then=lambda: world.dynamodb.delete_table(TableName="clip-embedding-api-serving-pointer"))
+    result = world.promote(second, during=alarm)
+    assert alarm.fired and result["status"] == "FAILED" and result["error"] == "RestoreFailed"
     assert "DeleteNewEndpoint" not in result["history"] and "RetireEndpoints" not in result["history"]
     assert world.endpoints() == {V(1), V(2)}  # both kept: the pointer may still name the new one
     notes = world.notifications()
