@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +64,8 @@ class Manifest:
     created_at: str
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
+    # The serving runtime the validation gate ran the artifact with (runtime_versions()): the container refuses any other.
+    runtime: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -115,9 +120,47 @@ class ArtifactIntegrityError(RuntimeError):
     """The artifact on disk is not the one that was validated: the server refuses to start."""
 
 
+# The libraries whose versions decide what the encoders compute, and the interpreter's minor version.
+RUNTIME_PACKAGES = ("onnxruntime", "numpy", "pillow")
+# Local development only, off by default: serve although the runtime differs from the validated one (logged).
+ALLOW_RUNTIME_MISMATCH_ENV = "CLIP_API_ALLOW_RUNTIME_MISMATCH"
+
+
+class RuntimeMismatchError(ArtifactIntegrityError):
+    """The runtime differs from the one the validation gate ran the artifact with: the server refuses to start."""
+
+
+def runtime_versions() -> dict[str, str]:
+    """This process's serving runtime, as the manifest records it (versions of distributions, not of modules)."""
+    from importlib.metadata import version
+
+    return {**{name: version(name) for name in RUNTIME_PACKAGES}, "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+
+
+def runtime_differences(recorded: dict[str, str], found: dict[str, str]) -> list[str]:
+    """`name recorded -> found` for each runtime component that differs (one the manifest lacks included)."""
+    names = sorted(set(found) | set(recorded))
+    return [f"{name} {recorded.get(name, '(not recorded)')} -> {found.get(name, '(absent)')}" for name in names if recorded.get(name) != found.get(name)]
+
+
+def verify_runtime(manifest: Manifest, found: dict[str, str] | None = None, env=os.environ) -> None:
+    """Refuse (RuntimeMismatchError) unless this runtime is the one the manifest records; the
+    ALLOW_RUNTIME_MISMATCH_ENV escape hatch (=1) turns the refusal into a warning for local development."""
+    differences = runtime_differences(manifest.runtime, runtime_versions() if found is None else found)
+    if not differences:
+        return
+    message = (f"the serving runtime differs from the one the validation gate ran {manifest.model_id} version {manifest.version} with: "
+               f"{'; '.join(differences)}: build the serving image from inference_code/requirements.lock, or repackage and revalidate")
+    if env.get(ALLOW_RUNTIME_MISMATCH_ENV) == "1":
+        logging.getLogger(__name__).warning("%s (serving anyway: %s=1, for local development only)", message, ALLOW_RUNTIME_MISMATCH_ENV)
+        return
+    raise RuntimeMismatchError(message)
+
+
 def verify_artifact(artifact_dir: Path | str, validated_manifest_sha256: str | None = None) -> Manifest:
     """Check every file against the manifest, and the manifest against the validated digest (when one
-    is given), before anything is loaded; return the manifest. Costs one sha256 pass over the files."""
+    is given), and this runtime against the validated one, before anything is loaded; return the
+    manifest. Costs one sha256 pass over the files."""
     artifact_dir = Path(artifact_dir)
     if validated_manifest_sha256:
         found = sha256_file(artifact_dir / MANIFEST_FILE)
@@ -127,4 +170,5 @@ def verify_artifact(artifact_dir: Path | str, validated_manifest_sha256: str | N
     manifest = load_manifest(artifact_dir)
     if bad := verify_files(artifact_dir, manifest):
         raise ArtifactIntegrityError(f"files differ from the manifest's sha256: {', '.join(bad)}: the artifact was changed after packaging")
+    verify_runtime(manifest)
     return manifest

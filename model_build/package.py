@@ -30,6 +30,7 @@ from inference_code.manifest import (
     VOCAB_FILE,
     Manifest,
     TokenizerInfo,
+    runtime_versions,
     sha256_file,
 )
 from model_build.progress import Progress
@@ -154,6 +155,7 @@ def package_model(
             limits=config.serving.limits.model_dump(),
             files=files,
             versions=_library_versions(),
+            runtime=runtime_versions(),  # Package and Validate run one image: the runtime the gate validates with
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             extra={"quantization": quantization} if quantization else {},
         )
