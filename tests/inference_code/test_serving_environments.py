@@ -87,12 +87,12 @@ def test_artifact_runs_inside_sagemaker_pytorch_inference_handler_service(tiny_f
 
 @pytest.fixture(scope="module")
 def serving_only_python(tmp_path_factory) -> str:
-    """A fresh virtual environment holding only inference_code/requirements.txt."""
+    """A fresh virtual environment holding only inference_code/requirements.lock, installed as the Dockerfile does."""
     env_dir = tmp_path_factory.mktemp("serving-env")
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
     subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-r", str(REPO_ROOT / "inference_code" / "requirements.txt")],
+        [python, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r", str(REPO_ROOT / "inference_code" / "requirements.lock")],
         check=True, timeout=900,
     )
     return python
