@@ -26,7 +26,8 @@ BOOTSTRAP_STACK = f"{PREFIX}-bootstrap"
 SERVING_STACK = f"{PREFIX}-serving"
 LAMBDA_PACKAGES = ("clip_api", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
 LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py", "inference_code/manifest.py")
-LAMBDA_DEPENDENCIES = ("aws-lambda-powertools[tracer]>=3.0", "pydantic>=2.6", "pyyaml>=6.0")
+# Every dependency pinned with its sha256 (bounds in lambda/requirements.txt): the same code gives the same zip.
+LAMBDA_LOCK = REPO_ROOT / "lambda" / "requirements.lock"
 
 
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's inline TemplateBody limit; TemplateURL allows 1 MB
@@ -130,12 +131,19 @@ def build_lambda_zip(vendor_dependencies: bool = True) -> bytes:
                 add(path, path.relative_to(REPO_ROOT).as_posix())
         if vendor_dependencies:
             with tempfile.TemporaryDirectory() as target:
-                subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "--platform", "manylinux2014_x86_64",
-                                "--python-version", "3.12", "--only-binary=:all:", *LAMBDA_DEPENDENCIES], check=True)
+                subprocess.run(vendor_command(target), check=True)
                 for path in sorted(Path(target).rglob("*")):
-                    if path.is_file() and "__pycache__" not in path.parts:
-                        add(path, path.relative_to(target).as_posix())
+                    relative = path.relative_to(target)
+                    # bin/: console scripts whose shebang names this machine's interpreter (and Lambda runs none)
+                    if path.is_file() and "__pycache__" not in path.parts and relative.parts[0] != "bin":
+                        add(path, relative.as_posix())
     return buffer.getvalue()
+
+
+def vendor_command(target: str, lock: Path = LAMBDA_LOCK) -> list[str]:
+    """pip installs exactly the lock, for Lambda's platform: every file checked against its hash, nothing resolved afresh."""
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "--platform", "manylinux2014_x86_64",
+            "--python-version", "3.12", "--only-binary=:all:", "--require-hashes", "--no-deps", "--no-compile", "-r", str(lock)]
 
 
 def code_key_for(zip_bytes: bytes) -> str:
