@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from inference_code.encoders import OnnxEncoder, session_options
+from inference_code.cost import CostModel
+from inference_code.encoders import OnnxEncoder, Parallelism, RowPool
 from inference_code.manifest import IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE, VALIDATED_MANIFEST_ENV, Manifest, verify_artifact
 from inference_code.preprocess import ImageLimits, ImagePreprocessor
 from inference_code.tokenizer import ClipTokenizer
@@ -23,7 +25,13 @@ class TextEmbeddings:
 
 
 class ClipEmbedder:
-    def __init__(self, artifact_dir: Path | str, threads: int | None = None, validated_manifest_sha256: str | None = None):
+    def __init__(
+        self,
+        artifact_dir: Path | str,
+        threads: int | None = None,
+        validated_manifest_sha256: str | None = None,
+        intra_op_threads: int | None = None,
+    ):
         artifact_dir = Path(artifact_dir)
         self.manifest: Manifest = verify_artifact(artifact_dir, validated_manifest_sha256 or os.environ.get(VALIDATED_MANIFEST_ENV))
         pre = self.manifest.preprocess
@@ -45,23 +53,41 @@ class ClipEmbedder:
                 max_jpeg_scans=limits.get("max_jpeg_scans", ImageLimits.max_jpeg_scans),
             ),
         )
-        options = session_options(threads)
-        self._image_encoder = OnnxEncoder(artifact_dir / IMAGE_ENCODER_FILE, options)
-        self._text_encoder = OnnxEncoder(artifact_dir / TEXT_ENCODER_FILE, options)
+        self._measured_item_s: tuple[float, float] | None = None
+        self.parallelism = Parallelism.from_environment(threads, intra_op_threads)
+        self._rows = RowPool(self.parallelism)
+        self._image_encoder = OnnxEncoder(artifact_dir / IMAGE_ENCODER_FILE, self._rows)
+        self._text_encoder = OnnxEncoder(artifact_dir / TEXT_ENCODER_FILE, self._rows)
 
-    def embed_texts(self, texts: list[str]) -> TextEmbeddings:
+    def embed_texts(self, texts: list[str], priority: float = 0.0) -> TextEmbeddings:
         tokens = self.tokenizer(texts)
-        return TextEmbeddings(vectors=self._text_encoder(tokens.ids), truncated=tokens.truncated)
+        return TextEmbeddings(vectors=self._text_encoder(tokens.ids, priority), truncated=tokens.truncated)
 
     def embed_image_bytes(self, images: list[bytes]) -> np.ndarray:
         return self.embed_pixels(np.stack([self.preprocessor(data) for data in images]))
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 (n, 3, size, size) pixels to embeddings."""
-        return self._image_encoder(np.ascontiguousarray(pixels, dtype=np.float32))
+    def embed_pixels(self, pixels: np.ndarray, priority: float = 0.0) -> np.ndarray:
+        """Preprocessed float32 (n, 3, size, size) pixels to embeddings; `priority` orders rows
+        waiting for a core (lower first)."""
+        return self._image_encoder(np.ascontiguousarray(pixels, dtype=np.float32), priority)
 
     def warm_up(self) -> None:
-        """Run both towers once so the first request does not pay for lazy initialisation."""
-        self.embed_texts(["warm up"])
+        """Run both towers so the first request does not pay for lazy initialisation, and time a
+        second run of each: what one item costs on this machine (the scheduler's cost model)."""
         size = self.manifest.preprocess.image_size
-        self.embed_pixels(np.zeros((1, 3, size, size), dtype=np.float32))
+        pixels = np.zeros((1, 3, size, size), dtype=np.float32)
+        for _ in range(2):
+            started = time.perf_counter()
+            self.embed_texts(["warm up"])
+            text_s = time.perf_counter() - started
+            started = time.perf_counter()
+            self.embed_pixels(pixels)
+            image_s = time.perf_counter() - started
+        self._measured_item_s = (text_s, image_s)
+
+    def cost_model(self) -> CostModel:
+        """Request cost estimates with the towers' per-item times from warm_up (defaults before it)."""
+        if self._measured_item_s is None:
+            return CostModel()
+        text_s, image_s = self._measured_item_s
+        return CostModel(text_item_s=text_s, image_item_s=image_s)

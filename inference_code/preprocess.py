@@ -32,6 +32,7 @@ from inference_code.errors import bad_request, too_large
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+SCANS_INFO = "clip_api.jpeg_scans"  # set by ImagePreprocessor.open on JPEGs: decoding costs about pixels x scans
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class ImagePreprocessor:
                 width, height = image.size
                 self._check_dimensions(width, height)
                 if data[:2] == b"\xff\xd8":  # JPEG, MPO included
-                    self._check_jpeg_scans(data)
+                    image.info[SCANS_INFO] = self._check_jpeg_scans(data)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise too_large("image_too_many_pixels", "the image decodes to too many pixels") from None
         except Image.UnidentifiedImageError:
@@ -116,7 +117,7 @@ class ImagePreprocessor:
             raise bad_request("corrupt_image", f"the image could not be decoded: it is truncated or corrupt ({type(exc).__name__})") from None
         return image
 
-    def _check_jpeg_scans(self, data: bytes) -> None:
+    def _check_jpeg_scans(self, data: bytes) -> int:
         scans = jpeg_scan_count(data, stop_after=self.limits.max_jpeg_scans)
         if scans > self.limits.max_jpeg_scans:
             raise too_large(
@@ -124,6 +125,7 @@ class ImagePreprocessor:
                 f"the JPEG has more than {self.limits.max_jpeg_scans} scans; each scan re-decodes the whole image "
                 "(save it as baseline or standard progressive JPEG)",
             )
+        return scans
 
     def _check_dimensions(self, width: int, height: int) -> None:
         if width < 1 or height < 1:

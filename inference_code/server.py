@@ -1,19 +1,24 @@
 """SageMaker bring-your-own-container HTTP contract: GET /ping and POST /invocations.
 
-The model is loaded once at start. Inference runs on one worker thread, so /ping answers while a
-request is being embedded and the event loop never blocks. Bodies are read with a size cap and a
-read timeout, so an oversized or stalled upload gets a 413 or 408 instead of exhausting memory.
+The model is loaded once at start. Requests are computed on a pool of worker threads (one per
+core by default, `workers`), so /ping answers while requests are being embedded and the event
+loop never blocks. Bodies are read with a size cap and a read timeout, so an oversized or stalled
+upload gets a 413 or 408 instead of exhausting memory.
 
 Back-pressure (issue 13): at most `max_pending_requests` requests are admitted at once (reading
-their body, waiting for the worker, or being embedded); one more gets 503 `overloaded` with
+their body, waiting for a worker, or being embedded); one more gets 503 `overloaded` with
 Retry-After before its body is read, so memory is bounded by that count times the body limit.
 Each request has a deadline (`request_deadline_s`, below SageMaker's 60 s invocation timeout)
 from its arrival: past it, a request still waiting gets 503 `deadline_exceeded`; a request whose
-client has disconnected while it waited is dropped without being computed. Waiting requests are
-served in arrival order (asyncio's lock is fair).
+client has disconnected while it waited is dropped without being computed.
+
+Scheduling: a request is parsed and checked (no decode, no model) before it waits, which gives
+its estimated cost (inference_code/cost.py); waiting requests get a worker cheapest-first with
+aging (inference_code/scheduling.py), so a client sending the most work the limits admit delays
+the others by little.
 
 /ping answers 200 while the server can make progress, saturated or not (the body says
-`"status": "saturated"` when new requests are being refused), and 503 when it cannot: when the
+`"status": "saturated"` when new requests are being refused), and 503 when it cannot: when a
 worker has been on one request for longer than the deadline allows (stuck). SageMaker treats
 failing pings as an unhealthy container and replaces it; a 503 on mere saturation would make it
 kill busy but healthy containers and lose their queued work, so saturation is answered on
@@ -41,6 +46,7 @@ from inference_code.contract import RequestLimits, is_jsonlines, jsonlines_too_l
 from inference_code.embedder import ClipEmbedder
 from inference_code.manifest import ArtifactIntegrityError
 from inference_code.errors import RequestError
+from inference_code.scheduling import WorkerSlots, request_priority
 from inference_code.service import EmbeddingService, Response, deadline_exceeded, error_response
 
 logger = logging.getLogger("inference_code.server")
@@ -62,6 +68,8 @@ class ServerSettings:
     linger_s: float = 5.0  # draining an unread body after an early 413/503
     linger_max_bytes: int = 16_000_000
     retry_after_s: int = 1
+    workers: int = 0  # requests computed at once; 0: the embedder's parallelism (one per core by default)
+    cost_weight: float = 8.0  # how long cheap requests may go before an expensive one (inference_code/scheduling.py)
 
     @classmethod
     def from_limits(cls, limits: dict, **overrides) -> "ServerSettings":
@@ -115,28 +123,27 @@ def to_http(response: Response, close: bool = False) -> HttpResponse:
 
 
 class _Admission:
-    """Counts admitted requests and tracks the worker, for back-pressure and /ping."""
+    """Counts admitted requests and tracks the workers, for back-pressure and /ping."""
 
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: ServerSettings, workers: int):
         self.settings = settings
         self.pending = 0
-        self.worker = asyncio.Lock()
-        self.running_since: float | None = None  # monotonic start of the request on the worker
-        self.running_limit_s: float | None = None  # how long that request may take (its kind's deadline)
+        self.workers = WorkerSlots(workers)
+        self.running: dict[int, tuple[float, float]] = {}  # request -> (monotonic start, how long it may take)
         self.dropped = 0  # computed never: client gone or deadline passed while waiting
 
     def saturated(self) -> bool:
         return self.pending >= self.settings.max_pending_requests
 
     def stuck(self) -> bool:
-        started = self.running_since
-        limit = self.running_limit_s or self.settings.request_deadline_s
-        return started is not None and time.monotonic() - started > limit
+        """A worker has been on one request for longer than its deadline allows: something is wrong."""
+        now = time.monotonic()
+        return any(now - started > limit for started, limit in list(self.running.values()))
 
 
-async def _wait_for_worker(admission: _Admission, request: Request, deadline: float) -> str:
-    """Acquire the worker: 'acquired', 'gone' (the client disconnected) or 'late' (deadline)."""
-    acquire = asyncio.ensure_future(admission.worker.acquire())
+async def _wait_for_worker(admission: _Admission, request: Request, deadline: float, priority: float) -> str:
+    """Acquire a worker: 'acquired', 'gone' (the client disconnected) or 'late' (deadline)."""
+    acquire = asyncio.ensure_future(admission.workers.acquire(priority))
     # the body has been read: the next receive() returns only when the client disconnects
     watch = asyncio.ensure_future(request.receive())
     try:
@@ -145,26 +152,28 @@ async def _wait_for_worker(admission: _Admission, request: Request, deadline: fl
         watch.cancel()
     if acquire in done:
         if watch in done and watch.result().get("type") == "http.disconnect":
-            admission.worker.release()
+            admission.workers.release()
             return "gone"
         return "acquired"
     acquire.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await acquire
     if acquire.done() and not acquire.cancelled():
-        admission.worker.release()  # acquired while being cancelled
+        admission.workers.release()  # acquired while being cancelled
     return "gone" if watch in done else "late"
 
 
 def create_app(service: EmbeddingService, settings: ServerSettings | None = None) -> Starlette:
     settings = settings or ServerSettings.from_limits(service.manifest.limits)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    workers = settings.workers or service.embedder.parallelism.workers
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+    parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")  # off the event loop, before the queue
     limits = service.limits
     state: dict[str, _Admission] = {}
 
     def admission() -> _Admission:
         if "admission" not in state:  # created on the server's event loop
-            state["admission"] = _Admission(settings)
+            state["admission"] = _Admission(settings, workers)
         return state["admission"]
 
     def early(request: Request, error: RequestError) -> HttpResponse:
@@ -208,20 +217,26 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             except ClientDisconnect:
                 gate.dropped += 1
                 return HttpResponse(status_code=400)
-            outcome = await _wait_for_worker(gate, request, deadline)
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(parser, service.prepare, body, request.headers.get("content-type"))
+            if isinstance(prepared, Response):
+                return to_http(prepared)
+            del body  # the prepared request holds what is needed
+            priority = request_priority(arrived, prepared.cost_s, settings.cost_weight)
+            outcome = await _wait_for_worker(gate, request, deadline, priority)
             if outcome != "acquired":
                 gate.dropped += 1
                 if outcome == "gone":
                     logger.info("dropped a request whose client disconnected before it was computed")
                     return HttpResponse(status_code=400)  # nobody reads it
                 return to_http(error_response(deadline_exceeded()))
+            key = id(prepared)
             try:
-                gate.running_since, gate.running_limit_s = time.monotonic(), allowed_s
-                loop = asyncio.get_running_loop()
-                response = await loop.run_in_executor(executor, service.handle, body, request.headers.get("content-type"), deadline)
+                gate.running[key] = (time.monotonic(), allowed_s)
+                response = await loop.run_in_executor(executor, service.compute, prepared, deadline, priority)
             finally:
-                gate.running_since = gate.running_limit_s = None
-                gate.worker.release()
+                del gate.running[key]
+                gate.workers.release()
             return to_http(response)
         finally:
             gate.pending -= 1
@@ -241,18 +256,19 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     app = Starlette(
         routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal_error},
-        lifespan=_shutdown_executor(executor),
+        lifespan=_shutdown_executors(executor, parser),
     )
     app.state.settings = settings
     app.state.admission = admission
     return app
 
 
-def _shutdown_executor(executor: ThreadPoolExecutor):
+def _shutdown_executors(*executors: ThreadPoolExecutor):
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
-        executor.shutdown(wait=False)
+        for executor in executors:
+            executor.shutdown(wait=False)
 
     return lifespan
 

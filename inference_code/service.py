@@ -22,6 +22,7 @@ from inference_code.contract import (
     split_records,
     with_item_index,
 )
+from inference_code.cost import CostModel
 from inference_code.embedder import ClipEmbedder
 from inference_code.encoders import DegenerateEmbeddingError
 from inference_code.errors import RequestError
@@ -59,20 +60,53 @@ def log_internal_error(exc: BaseException) -> None:
     logger.error("internal error handling a request: %s\n%s", type(exc).__name__, frames)
 
 
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request parsed and checked, not yet computed, with its estimated cost (inference_code/cost.py)."""
+
+    cost_s: float
+    request: EmbeddingRequest | None = None
+    images: list | None = None  # opened (headers read and checked), not decoded
+    lines: list[bytes] | None = None  # a JSON Lines body's records, parsed one by one when computed
+
+
 class EmbeddingService:
-    def __init__(self, embedder: ClipEmbedder):
+    def __init__(self, embedder: ClipEmbedder, costs: CostModel | None = None):
         self.embedder = embedder
         self.manifest = embedder.manifest
         self.limits = RequestLimits.from_dict(self.manifest.limits)
+        self.costs = costs or embedder.cost_model()
 
     def handle(self, body: bytes, content_type: str | None, deadline: float | None = None) -> Response:
+        prepared = self.prepare(body, content_type)
+        return prepared if isinstance(prepared, Response) else self.compute(prepared, deadline)
+
+    def prepare(self, body: bytes, content_type: str | None) -> PreparedRequest | Response:
+        """Parse and check a request without decoding an image or running the model: cheap, so the
+        server can do it before the request waits for a worker. A Response when it is refused."""
+        try:
+            if is_jsonlines(content_type):
+                lines = split_records(body, self.limits)
+                return PreparedRequest(cost_s=self.costs.records(len(lines)), lines=lines)
+            request = parse_request(body, content_type, self.limits)
+            if request.kind == "text":
+                return PreparedRequest(cost_s=self.costs.texts(request.items), request=request)
+            images = self.open_images(request)
+            return PreparedRequest(cost_s=self.costs.images(images), request=request, images=images)
+        except RequestError as error:
+            return error_response(error)
+        except Exception as exc:  # noqa: BLE001 - as in compute()
+            log_internal_error(exc)
+            return error_response(RequestError(500, "internal_error", "internal error"))
+
+    def compute(self, prepared: PreparedRequest, deadline: float | None = None, priority: float = 0.0) -> Response:
         """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500,
         logged once here (so the HTTP layer never logs it again)."""
-        if is_jsonlines(content_type):
-            return self.handle_lines(body, deadline)
+        if prepared.lines is not None:
+            return self.handle_lines(prepared.lines, deadline)
+        request = prepared.request
         try:
-            request = parse_request(body, content_type, self.limits)
-            vectors, truncated = self.embed(request, deadline)
+            vectors, truncated = self.embed(request, deadline, prepared.images, priority)
         except RequestError as error:
             return error_response(error)
         except DegenerateEmbeddingError as exc:
@@ -84,21 +118,20 @@ class EmbeddingService:
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
         return Response(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
-    def handle_lines(self, body: bytes, deadline: float | None = None) -> Response:
+    def handle_lines(self, lines: list[bytes], deadline: float | None = None) -> Response:
         """A JSON Lines body: each record answered on its line, in order, as it would be alone.
 
         Records are parsed and their images decoded one by one (each with its own limits and
         decode deadline); the good ones are then embedded together in batches of at most
-        max_batch_size items. Embeddings do not depend on the batch they are computed in (ONNX
-        Runtime's CPU kernels compute each row alike; tested bit for bit), so a record answers the
-        same vector here as alone. A fault of the whole body (size, empty, the deadline) is one error.
+        max_batch_size items. An item's embedding does not depend on the batch it is computed in
+        (the embedder runs rows alone; tested bit for bit), so a record answers the same vector
+        here as alone. A fault of the whole body (size, empty, the deadline) is one error.
         """
         try:
-            lines = split_records(body, self.limits)
             answers, truncated = self._answer_records(lines, deadline)
         except RequestError as error:
             return error_response(error)
-        except Exception as exc:  # noqa: BLE001 - as in handle()
+        except Exception as exc:  # noqa: BLE001 - as in compute()
             log_internal_error(exc)
             return error_response(RequestError(500, "internal_error", "internal error"))
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
@@ -168,29 +201,27 @@ class EmbeddingService:
             return result.vectors, tuple(result.truncated)
         return self.embedder.embed_pixels(np.stack(items)), ()
 
-    def embed(self, request: EmbeddingRequest, deadline: float | None = None):
+    def embed(self, request: EmbeddingRequest, deadline: float | None = None, images: list | None = None, priority: float = 0.0):
         if request.kind == "text":
             check_deadline(deadline)
-            result = self.embedder.embed_texts(list(request.items))
+            result = self.embedder.embed_texts(list(request.items), priority)
             return result.vectors, result.truncated
-        pixels = self.preprocess_images(request, deadline)
+        pixels = self.decode_images(request, images if images is not None else self.open_images(request), deadline)
         check_deadline(deadline)
-        return self.embedder.embed_pixels(np.stack(pixels)), ()
+        return self.embedder.embed_pixels(np.stack(pixels), priority), ()
 
     def preprocess_images(self, request: EmbeddingRequest, deadline: float | None = None) -> list[np.ndarray]:
-        """Check every image's header (size, JPEG scans) and their pixels together before decoding
-        any, then decode one by one within the decode deadline and the request's deadline."""
+        return self.decode_images(request, self.open_images(request), deadline)
+
+    def open_images(self, request: EmbeddingRequest) -> list:
+        """Check every image's header (size, JPEG scans) and their pixels together before decoding any."""
         preprocessor = self.embedder.preprocessor
-
-        def at(index: int, error: RequestError) -> RequestError:
-            return with_item_index(error, f"images[{index}]") if request.batch else error
-
         opened = []
         for index, data in enumerate(request.items):
             try:
                 opened.append(preprocessor.open(data))
             except RequestError as error:
-                raise at(index, error) from None
+                raise _at_item(request, index, error) from None
         total = sum(image.size[0] * image.size[1] for image in opened)
         if total > self.limits.max_request_pixels:
             raise RequestError(
@@ -199,6 +230,11 @@ class EmbeddingService:
                 f"the request's images hold {total} pixels together; at most {self.limits.max_request_pixels} are "
                 "decoded per request: send fewer or smaller images (CLIP sees 224x224 anyway)",
             )
+        return opened
+
+    def decode_images(self, request: EmbeddingRequest, opened: list, deadline: float | None = None) -> list[np.ndarray]:
+        """Decode opened images one by one within the decode deadline and the request's deadline."""
+        preprocessor = self.embedder.preprocessor
         decode_by = time.monotonic() + self.limits.image_decode_deadline_s
         pixels = []
         for index, image in enumerate(opened):
@@ -213,5 +249,9 @@ class EmbeddingService:
             try:
                 pixels.append(preprocessor.to_array(preprocessor.load(image)))
             except RequestError as error:
-                raise at(index, error) from None
+                raise _at_item(request, index, error) from None
         return pixels
+
+
+def _at_item(request: EmbeddingRequest, index: int, error: RequestError) -> RequestError:
+    return with_item_index(error, f"images[{index}]") if request.batch else error

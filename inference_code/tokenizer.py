@@ -29,6 +29,7 @@ import gzip
 import heapq
 import html
 from collections import OrderedDict
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +98,7 @@ class ClipTokenizer:
         self.cache_size = cache_size
         self.cache_word_chars = cache_word_chars
         self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._pattern = regex.compile(
             "|".join(_SPECIAL_TOKENS) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE,
@@ -111,15 +113,17 @@ class ClipTokenizer:
     def _bpe(self, token: str) -> str:
         if token in _SPECIAL_TOKENS:
             return token
-        cached = self._cache.get(token)
-        if cached is not None:
-            self._cache.move_to_end(token)
-            return cached
+        with self._cache_lock:  # requests are tokenised on several threads
+            cached = self._cache.get(token)
+            if cached is not None:
+                self._cache.move_to_end(token)
+                return cached
         result = self._bpe_heap(token) if self.heap_bpe_exact else self._bpe_reference(token)
         if len(token) <= self.cache_word_chars and self.cache_size > 0:
-            self._cache[token] = result
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            with self._cache_lock:
+                self._cache[token] = result
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
         return result
 
     def _bpe_reference(self, token: str) -> str:

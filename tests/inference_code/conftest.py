@@ -54,13 +54,22 @@ class GatedService:
         self.limits = service.limits
         self.gate = threading.Event()
         self.calls = 0
+        self.computed: list = []  # the requests computed, in order
         self.started = threading.Event()
 
-    def handle(self, body, content_type, deadline=None):
+    @property
+    def embedder(self):
+        return self._service.embedder
+
+    def prepare(self, body, content_type):
+        return self._service.prepare(body, content_type)
+
+    def compute(self, prepared, deadline=None, priority=0.0):
         self.calls += 1
+        self.computed.append(prepared.request)
         self.started.set()
         self.gate.wait(timeout=30)
-        return self._service.handle(body, content_type, None)
+        return self._service.compute(prepared, None, priority)
 
     def release(self):
         self.gate.set()

@@ -274,7 +274,7 @@ def _post_in_thread(base: str, payload: dict, results: list) -> threading.Thread
 
 
 def test_queue_is_bounded_with_503_and_retry_after_and_ping_stays_up(gated, tiny_reference):
-    with running_server(gated, max_pending_requests=3) as (base, _app):
+    with running_server(gated, max_pending_requests=3, workers=1) as (base, _app):
         results: list = []
         threads = [_post_in_thread(base, {"text": f"dog {i}"}, results) for i in range(3)]
         assert gated.started.wait(10)
@@ -295,7 +295,7 @@ def test_queue_is_bounded_with_503_and_retry_after_and_ping_stays_up(gated, tiny
 
 
 def test_work_of_a_client_that_went_away_is_dropped(gated, tiny_reference):
-    with running_server(gated) as (base, app):
+    with running_server(gated, workers=1) as (base, app):
         results: list = []
         first = _post_in_thread(base, {"text": "holds the worker"}, results)
         assert gated.started.wait(10)
@@ -317,7 +317,7 @@ def test_work_of_a_client_that_went_away_is_dropped(gated, tiny_reference):
 
 
 def test_request_past_its_deadline_gets_503_and_a_stuck_worker_fails_ping(gated, tiny_reference):
-    with running_server(gated, request_deadline_s=1.0) as (base, _app):
+    with running_server(gated, request_deadline_s=1.0, workers=1) as (base, _app):
         results: list = []
         first = _post_in_thread(base, {"text": "holds the worker"}, results)
         assert gated.started.wait(10)
@@ -335,7 +335,7 @@ def test_request_past_its_deadline_gets_503_and_a_stuck_worker_fails_ping(gated,
 
 
 def test_internal_error_is_a_500_logged_once_without_user_data(tiny_service, monkeypatch, caplog):
-    def broken(texts):
+    def broken(texts, priority=0.0):
         raise ValueError(f"cannot embed {texts[0]}")
 
     monkeypatch.setattr(tiny_service.embedder, "embed_texts", broken)
