@@ -512,6 +512,18 @@ def _add_rest_api(resources: dict, served: list[ModelConfig]) -> None:
             "AlarmActions": [ref("Topic")]}}
 
 
+# The images CodeBuild pushes (buildspec.yml): logical id -> repository name.
+IMAGE_REPOSITORIES = {"ServingImageRepository": f"{PREFIX}-serve", "ProcessingImageRepository": f"{PREFIX}-build"}
+
+
+def image_repository(name: str) -> dict:
+    """Immutable tags: a pushed tag always names the image built from its commit (packages register the digest).
+    Retained: registered model packages name images in it for as long as they may be promoted or rolled back to."""
+    return {"Type": "AWS::ECR::Repository", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain", "Properties": {
+        "RepositoryName": name, "ImageTagMutability": "IMMUTABLE", "ImageScanningConfiguration": {"ScanOnPush": True},
+        "EncryptionConfiguration": {"EncryptionType": "KMS"}}}  # AWS managed key: pulls need no key grants
+
+
 def cicd_template() -> dict:
     artifact_arn = getatt("PipelineArtifacts", "Arn")
     codebuild_role = role("codebuild.amazonaws.com", [policy("build-and-deploy", [
@@ -521,9 +533,10 @@ def cicd_template() -> dict:
                                                                  sub("arn:${AWS::Partition}:s3:::" + PREFIX + "-${AWS::AccountId}-${AWS::Region}/*")]),
         allow(["kms:Decrypt", "kms:GenerateDataKey"], ref("KmsKeyArn")),
         allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
+        # Push to this stack's repositories (immutable tags), and read back the pushed digest the model package registers.
         allow(["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
-               "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:DescribeRepositories", "ecr:CreateRepository"],
-              sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
+               "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:DescribeRepositories", "ecr:DescribeImages"],
+              [getatt(name, "Arn") for name in IMAGE_REPOSITORIES]),
         # The processing image's base is AWS's PyTorch Deep Learning Container, in AWS's own account.
         allow(["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
               sub("arn:${AWS::Partition}:ecr:${AWS::Region}:" + DLC_ACCOUNT + ":repository/pytorch-training")),
@@ -574,6 +587,7 @@ def cicd_template() -> dict:
                 "Version": "2012-10-17", "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
                                                         "Resource": [artifact_arn, sub("${PipelineArtifacts.Arn}/*")],
                                                         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}}},
+            **{logical_id: image_repository(name) for logical_id, name in IMAGE_REPOSITORIES.items()},
             "BuildRole": codebuild_role,
             "Build": {"Type": "AWS::CodeBuild::Project", "Properties": {
                 "Description": "tests, template checks, images, deploy, pipeline upsert",

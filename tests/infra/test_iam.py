@@ -207,7 +207,7 @@ def workflow_inputs(deployment) -> list[dict]:
         group = config.registry.model_package_group
         for version, previous in ((1, 0), (5, 4)):
             package_arn = ip.arn("sagemaker", f"model-package/{group}/{version}")
-            package = PackageInfo(package_arn, group, version, "Approved", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:1",
+            package = PackageInfo(package_arn, group, version, "Approved", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32,
                                   f"s3://{bucket}/clip-embedding-api/pipelines/{config.model_id}/run/model.tar.gz",
                                   f"s3://{bucket}/clip-embedding-api/pipelines/{config.model_id}/run/evaluation/model_quality.json",
                                   container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32})
@@ -347,7 +347,7 @@ def ci_requests(deployment) -> list[tuple[str, Request]]:
                     role = deployment.role_for_arn(project["Properties"]["ServiceRole"]).key
                     out.append((role, Request("codestar-connections:UseConnection", config["ConnectionArn"], why="CodeBuild clones with CODEBUILD_CLONE_REF")))
     build_role = deployment.role("cicd/BuildRole").key
-    texts = [(repo / "buildspec.yml").read_text()] + [p.read_text() for p in sorted(repo.glob("*/Dockerfile"))]
+    texts = [(repo / "buildspec.yml").read_text(), (repo / "infra" / "base-images.json").read_text()] + [p.read_text() for p in sorted(repo.glob("*/Dockerfile"))]
     images = {m for text in texts for m in re.findall(r"(\d{12})\.dkr\.ecr\.[^/\s]+/([a-z0-9._/-]+)[:@]", text)}
     assert images, "no ECR image found in buildspec.yml and the Dockerfiles"
     for account, repository in sorted(images):

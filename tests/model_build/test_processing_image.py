@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -21,7 +22,8 @@ def test_the_build_extra_admits_the_base_images_torch():
 
 def test_the_dockerfile_installs_under_the_base_images_torch_as_a_constraint():
     dockerfile = (REPO_ROOT / "model_build" / "Dockerfile").read_text()
-    base = re.search(r"ARG BASE_IMAGE=\S+pytorch-training:(\d+\.\d+\.\d+)-cpu", dockerfile)
+    locked = json.loads((REPO_ROOT / "infra" / "base-images.json").read_text())["images"]["processing"]["image"]  # the base, by digest
+    base = re.search(r"pytorch-training:(\d+\.\d+\.\d+)-cpu", locked)
     assert base and base.group(1) == DLC_TORCH["torch"]
     install = next(line for line in dockerfile.split("RUN ")[1:] if '".[build]"' in line)
     assert "--constraint /tmp/base-image-constraints.txt" in install and "pip freeze" in install
