@@ -59,7 +59,8 @@ class LocalPromoter:
 
         package = self.sagemaker.describe_model_package(ModelPackageName=package_arn)
         event = approval_event(package)
-        planner_env = self._function_env(PLANNER_FUNCTION)
+        # Local mode serves the repository's code in-process: its packages name no pushed image, so no digest.
+        planner_env = {**self._function_env(PLANNER_FUNCTION), "REQUIRE_IMAGE_DIGEST": "false"}
         name = f"local-{uuid.uuid4().hex[:12]}"
         execution_arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
         plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.session.client("dynamodb"), settings_from_env(planner_env),

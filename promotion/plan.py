@@ -58,6 +58,19 @@ class Settings:
     max_polls: int = 40  # 20 minutes: serverless endpoints can take over 10 minutes
     bake_seconds: int = 300
     smoke_min_cosine: float = 0.999
+    require_image_digest: bool = True  # off only in local mode, whose "image" is the repository's code run in-process
+
+
+# `registry/repository@sha256:<64 hex>`: a digest names one image for ever; a tag can be moved to another.
+IMAGE_DIGEST_PATTERN = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+
+
+def image_digest_problem(package: PackageInfo) -> str | None:
+    """Why the package's container image is not pinned by digest, if it is not."""
+    if IMAGE_DIGEST_PATTERN.fullmatch(package.image or ""):
+        return None
+    return (f"package {package.arn} names its image {package.image!r} by tag, not by digest (repository@sha256:...): "
+            "what the gate validated could be replaced under the tag; register it through the pipeline, which CodeBuild gives the pushed digest")
 
 
 STANDBY_SUFFIX = "-sb"
@@ -195,6 +208,8 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
     if not re.fullmatch(r"[0-9a-f]{64}", package.container_environment.get(VALIDATED_MANIFEST_ENV, "")):
         return skip(f"package {package.arn} records no validated manifest digest ({VALIDATED_MANIFEST_ENV}): register it through the pipeline, "
                     "whose gate records what the container will be held to")
+    if settings.require_image_digest and (problem := image_digest_problem(package)):
+        return skip(problem)
     if live.version is not None and package.version < live.version:
         return skip(f"version {package.version} is superseded: version {live.version} is already serving")
 

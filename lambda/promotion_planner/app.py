@@ -53,6 +53,7 @@ def settings_from_env(env=os.environ) -> Settings:
         max_polls=int(env.get("MAX_POLLS", "40")),
         bake_seconds=int(env.get("BAKE_SECONDS", "300")),
         smoke_min_cosine=float(env.get("SMOKE_MIN_COSINE", "0.999")),
+        require_image_digest=env.get("REQUIRE_IMAGE_DIGEST", "true") != "false",  # set only by local mode
     )
 
 

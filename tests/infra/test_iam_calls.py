@@ -100,7 +100,7 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
     for _ in range(2):  # registered for approval, then approved in the registry, as the planner requires
         arns.append(sagemaker.create_model_package(
             ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
-            InferenceSpecification={"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:1",
+            InferenceSpecification={"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32,
                                                     "ModelDataUrl": "s3://b/run/model.tar.gz", "Environment": {"CLIP_API_MANIFEST_SHA256": "ab" * 32}}],
                                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         )["ModelPackageArn"])

@@ -60,7 +60,7 @@ class PromotionWorld:
             ModelPackageGroupName="clip-tiny",
             ModelPackageDescription="test",
             InferenceSpecification={
-                "Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:latest",
+                "Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32,
                                 "ModelDataUrl": "s3://clip-test-bucket/run/artifact/model.tar.gz",
                                 "Environment": {"CLIP_API_MANIFEST_SHA256": VALIDATED_DIGEST}}],
                 "SupportedContentTypes": ["application/json"],

@@ -21,7 +21,7 @@ SETTINGS = Settings(role_arn="arn:aws:iam::1:role/sm", topic_arn="arn:aws:sns:us
 
 def package(version=2, status="Approved", group="clip-vit-b-32"):
     return PackageInfo(arn=f"arn:aws:sagemaker:us-east-1:1:model-package/{group}/{version}", group=group, version=version,
-                       approval_status=status, image="img", model_data_url="s3://b/model.tar.gz",
+                       approval_status=status, image="1.dkr.ecr.us-east-1.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32, model_data_url="s3://b/model.tar.gz",
                        model_quality_uri="s3://b/run/evaluation/model_quality.json", container_environment={"CLIP_API_MANIFEST_SHA256": "cd" * 32})
 
 

@@ -19,7 +19,7 @@ class OnePackage:
         created = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
         self.package = {"ModelPackageArn": "arn:aws:sagemaker:us-east-1:1:model-package/clip-tiny/3", "ModelPackageGroupName": "clip-tiny",
                         "ModelPackageVersion": 3, "ModelApprovalStatus": "Approved", "CreationTime": created,
-                        "InferenceSpecification": {"Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}]}, **fields}
+                        "InferenceSpecification": {"Containers": [{"Image": "1.dkr.ecr.us-east-1.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32, "ModelDataUrl": "s3://b/m.tar.gz"}]}, **fields}
 
     def describe_model_package(self, ModelPackageName):  # noqa: N803 - boto3's parameter name
         return self.package
