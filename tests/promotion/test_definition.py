@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +13,8 @@ import yaml
 from promotion.events import approval_event_pattern
 from promotion.state_machine import ASL_PATH, render_asl, substitute
 
-ASL_VALIDATOR = "asl-validator@4.0.0"
+# asl-validator 4.0.0 and every transitive dependency, pinned with their integrity hashes: `npm ci` installs exactly the lock.
+ASL_VALIDATOR_DIR = Path(__file__).with_name("asl_validator")
 
 
 def _tasks(asl: dict) -> list[dict]:
@@ -46,13 +48,35 @@ def test_asl_shape():
             assert state.get("Catch") or name.startswith("Notify"), f"{name} has no failure path"
 
 
-@pytest.mark.skipif(shutil.which("npx") is None, reason="needs Node.js (npx) for the asl-validator npm package")
-def test_asl_validator_accepts_it(tmp_path):
+@pytest.fixture(scope="module")
+def asl_validator(tmp_path_factory) -> Path:
+    """The locked asl-validator, installed with `npm ci` (fails rather than resolve anything afresh)."""
+    if shutil.which("npx") is None or shutil.which("npm") is None:
+        pytest.skip("needs Node.js (npm, npx) for the asl-validator npm package")
+    directory = tmp_path_factory.mktemp("asl-validator")
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy2(ASL_VALIDATOR_DIR / name, directory / name)
+    result = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=directory, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return directory / "node_modules" / ".bin" / "asl-validator"
+
+
+def test_asl_validator_accepts_it(tmp_path, asl_validator):
     """As deployed: the template's Fn::Sub fills the partition of the Task resource ARNs."""
     deployed = tmp_path / "promotion.asl.json"
     deployed.write_text(substitute(ASL_PATH.read_text(), {"Partition": "aws"}))
-    result = subprocess.run(["npx", "--yes", ASL_VALIDATOR, "--json-path", str(deployed)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(asl_validator), "--json-path", str(deployed)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_asl_validator_is_installed_from_a_committed_lock():
+    """Every package npm installs is pinned to a version and an integrity hash (no range resolved at test time)."""
+    manifest = json.loads((ASL_VALIDATOR_DIR / "package.json").read_text())
+    assert manifest["dependencies"] == {"asl-validator": "4.0.0"}
+    packages = json.loads((ASL_VALIDATOR_DIR / "package-lock.json").read_text())["packages"]
+    installed = {path: entry for path, entry in packages.items() if path.startswith("node_modules/")}
+    assert installed["node_modules/asl-validator"]["version"] == "4.0.0"
+    assert [path for path, entry in installed.items() if not (entry.get("version") and entry.get("integrity", "").startswith("sha512-"))] == []
 
 
 def test_cfn_lint_accepts_it_inside_a_state_machine_resource(tmp_path):
