@@ -1,12 +1,12 @@
 """Which waiting request gets a worker next (issue 13).
 
 Requests wait for one of the server's workers in order of `priority`: their arrival time plus
-`cost_weight` times their estimated seconds of work (inference_code/cost.py). Cheap requests go
-first; an expensive one waits behind cheap ones that arrive up to `cost_weight` times its own
-cost after it, then runs: it is delayed, never starved (its deadline still applies). With the
-default weight of 8, a client that sends only the most work the limits admit gets about 1/9 of a
-saturated server, however fast it sends. The same priority orders the model rows waiting for a
-core (inference_code/encoders.py RowPool).
+`cost_weight` times their estimated seconds of work (inference_code/cost.py), at most
+`max_delay_s`. Cheap requests go first; an expensive one waits behind cheap ones that arrive up to
+that long after it, then runs: it is delayed, never starved, since the server sets `max_delay_s`
+below the request deadline. With the default weight of 8, a client that sends only the most work
+the limits admit gets about 1/9 of a saturated server, however fast it sends. The same priority
+orders the model rows waiting for a core (inference_code/encoders.py RowPool).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import heapq
 import itertools
 
 
-def request_priority(arrived: float, cost_s: float, cost_weight: float) -> float:
-    return arrived + cost_weight * cost_s
+def request_priority(arrived: float, cost_s: float, cost_weight: float, max_delay_s: float) -> float:
+    return arrived + min(cost_weight * cost_s, max_delay_s)
 
 
 class WorkerSlots:

@@ -222,7 +222,8 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             if isinstance(prepared, Response):
                 return to_http(prepared)
             del body  # the prepared request holds what is needed
-            priority = request_priority(arrived, prepared.cost_s, settings.cost_weight)
+            # an expensive request may be passed over for at most half its time: it still runs in time
+            priority = request_priority(arrived, prepared.cost_s, settings.cost_weight, allowed_s / 2)
             outcome = await _wait_for_worker(gate, request, deadline, priority)
             if outcome != "acquired":
                 gate.dropped += 1

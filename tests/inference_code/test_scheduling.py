@@ -69,8 +69,10 @@ def test_free_workers_are_taken_at_once():
 
 def test_an_expensive_request_is_delayed_not_starved():
     # arrived at 0 costing 1 s: cheap requests arriving up to 8 s later go first, later ones do not
-    expensive = request_priority(0.0, 1.0, 8.0)
-    assert request_priority(7.9, 0.01, 8.0) < expensive < request_priority(8.1, 0.0, 8.0)
+    expensive = request_priority(0.0, 1.0, 8.0, 25.0)
+    assert request_priority(7.9, 0.01, 8.0, 25.0) < expensive < request_priority(8.1, 0.0, 8.0, 25.0)
+    # costing 7 s (two 40 Mpx progressive JPEGs): passed over for 25 s at most, inside a 50 s deadline
+    assert request_priority(0.0, 7.0, 8.0, 25.0) == 25.0
 
 
 def _jpeg(width: int, height: int, progressive: bool) -> Image.Image:
