@@ -66,6 +66,13 @@ class Manifest:
     extra: dict = field(default_factory=dict)
     # The serving runtime the validation gate ran the artifact with (runtime_versions()): the container refuses any other.
     runtime: dict[str, str] = field(default_factory=dict)
+    # The embedding space (embedding_space()): vectors of two artifacts are comparable only when their spaces are equal.
+    # Computed when not given; a manifest read from JSON whose recorded space differs is refused (from_dict).
+    space: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.space:
+            object.__setattr__(self, "space", embedding_space(self))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -74,7 +81,7 @@ class Manifest:
     def from_dict(cls, data: dict) -> "Manifest":
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported manifest schema_version {data.get('schema_version')!r}")
-        return cls(
+        manifest = cls(
             **{
                 **data,
                 "weights": WeightsInfo(**data["weights"]),
@@ -82,8 +89,51 @@ class Manifest:
                     **{**data["preprocess"], "mean": tuple(data["preprocess"]["mean"]), "std": tuple(data["preprocess"]["std"])}
                 ),
                 "tokenizer": TokenizerInfo(**data["tokenizer"]),
+                "space": "",  # computed from the fields, then compared with the recorded one
             }
         )
+        recorded = data.get("space") or ""  # manifests packaged before spaces existed record none: theirs is computed
+        if recorded and recorded != manifest.space:
+            raise ArtifactIntegrityError(
+                f"the manifest records embedding space {recorded!r}, but its weights, preprocessing, tokenizer and size give "
+                f"{manifest.space!r}: the manifest was changed after packaging"
+            )
+        return manifest
+
+
+# Bump only with a deliberate change of what a space covers: every artifact's space id changes with it.
+SPACE_SCHEMA = 1
+SPACE_ID_CHARS = 12
+
+
+def space_definition(manifest: Manifest) -> dict:
+    """What determines the vectors an artifact computes, and nothing else: the variant (fp32, int8), version,
+    limits, runtime and the ONNX graphs' files are left out, so builds of the same weights share a space."""
+    return {
+        "space_schema": SPACE_SCHEMA,
+        "architecture": manifest.architecture,
+        "quick_gelu": bool(manifest.quick_gelu),
+        "weights_sha256": manifest.weights.sha256,  # of the fp32 state dict, before any quantisation
+        "preprocess": {
+            **asdict(manifest.preprocess),
+            "image_size": int(manifest.preprocess.image_size),
+            "mean": [float(x) for x in manifest.preprocess.mean],
+            "std": [float(x) for x in manifest.preprocess.std],
+        },
+        "tokenizer": {
+            "context_length": int(manifest.tokenizer.context_length),
+            "clean": manifest.tokenizer.clean,
+            "vocab_sha256": manifest.files.get(manifest.tokenizer.vocab_file, ""),
+        },
+        "embedding_dim": int(manifest.embedding_dim),
+    }
+
+
+def embedding_space(manifest: Manifest) -> str:
+    """The artifact's embedding space id: 12 lowercase hex characters of the sha256 of space_definition()'s
+    canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(space_definition(manifest), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:SPACE_ID_CHARS]
 
 
 def load_manifest(artifact_dir: Path | str) -> Manifest:

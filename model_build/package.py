@@ -158,6 +158,7 @@ def package_model(
             runtime=runtime_versions(),  # Package and Validate run one image: the runtime the gate validates with
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             extra={"quantization": quantization} if quantization else {},
+            # space: left to Manifest, which computes it (embedding_space) from the fields above, so it is written too
         )
         (directory / MANIFEST_FILE).write_text(manifest.to_json())
         shutil.copy2(directory / MANIFEST_FILE, out_dir / MANIFEST_FILE)
@@ -172,6 +173,7 @@ def describe(result: PackageResult) -> dict:
         "model_id": manifest["model_id"],
         "version": manifest["version"],
         "variant": manifest["variant"],
+        "space": manifest["space"],
         "weights": manifest["weights"],
         "size_bytes": result.artifact.stat().st_size,
     }

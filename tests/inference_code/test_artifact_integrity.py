@@ -9,7 +9,16 @@ import sys
 import pytest
 
 from inference_code.embedder import ClipEmbedder
-from inference_code.manifest import MANIFEST_FILE, VALIDATED_MANIFEST_ENV, ArtifactIntegrityError, sha256_file, verify_artifact
+from inference_code.manifest import (
+    MANIFEST_FILE,
+    VALIDATED_MANIFEST_ENV,
+    ArtifactIntegrityError,
+    Manifest,
+    embedding_space,
+    load_manifest,
+    sha256_file,
+    verify_artifact,
+)
 
 
 @pytest.fixture
@@ -42,10 +51,49 @@ def test_a_rewritten_manifest_is_refused_against_the_validated_digest(artifact_c
     manifest = json.loads((artifact_copy / MANIFEST_FILE).read_text())
     (artifact_copy / "bpe_simple_vocab_16e6.txt.gz").write_bytes(b"not the vocabulary")
     manifest["files"]["bpe_simple_vocab_16e6.txt.gz"] = sha256_file(artifact_copy / "bpe_simple_vocab_16e6.txt.gz")
+    manifest["space"] = embedding_space(Manifest.from_dict({**manifest, "space": ""}))  # another vocabulary: another space
     (artifact_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     assert verify_artifact(artifact_copy).model_id == "clip-tiny"  # the manifest alone now agrees with the files...
     with pytest.raises(ArtifactIntegrityError, match="validated"):
         ClipEmbedder(artifact_copy, validated_manifest_sha256=validated)
+
+
+def rewrite_manifest(artifact_dir, **changes) -> None:
+    import json
+
+    manifest = json.loads((artifact_dir / MANIFEST_FILE).read_text())
+    for key, value in changes.items():
+        if value is None:
+            manifest.pop(key, None)
+        else:
+            manifest[key] = value
+    (artifact_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_a_manifest_whose_recorded_space_differs_is_refused(artifact_copy, tiny_fp32):
+    """A space that does not follow from the manifest's weights, preprocessing, tokenizer and size is refused on load."""
+    other = "0" * 12 if tiny_fp32.manifest.space != "0" * 12 else "1" * 12
+    rewrite_manifest(artifact_copy, space=other)
+    with pytest.raises(ArtifactIntegrityError, match="embedding space"):
+        verify_artifact(artifact_copy)
+    with pytest.raises(ArtifactIntegrityError, match="embedding space"):
+        ClipEmbedder(artifact_copy)
+
+
+def test_changed_weights_under_the_recorded_space_are_refused(artifact_copy):
+    """Claiming the old space for other weights (a changed weights digest) is refused too."""
+    import json
+
+    weights = json.loads((artifact_copy / MANIFEST_FILE).read_text())["weights"]
+    rewrite_manifest(artifact_copy, weights={**weights, "sha256": "e" * 64})
+    with pytest.raises(ArtifactIntegrityError, match="embedding space"):
+        load_manifest(artifact_copy)
+
+
+def test_a_manifest_packaged_before_spaces_loads_with_its_computed_space(artifact_copy, tiny_fp32):
+    rewrite_manifest(artifact_copy, space=None)
+    assert "space" not in (artifact_copy / MANIFEST_FILE).read_text()
+    assert verify_artifact(artifact_copy).space == embedding_space(tiny_fp32.manifest) == tiny_fp32.manifest.space
 
 
 def test_the_server_refuses_to_start_on_a_mismatch(artifact_copy, monkeypatch):

@@ -2,7 +2,9 @@ import json
 import tarfile
 
 from clip_api.cli import main
-from inference_code.manifest import load_manifest, sha256_file, verify_files
+import re
+
+from inference_code.manifest import MANIFEST_FILE, embedding_space, load_manifest, sha256_file, verify_files
 
 
 def test_artifact_layout_and_manifest(tiny_fp32):
@@ -45,10 +47,26 @@ def test_int8_variant_is_smaller_and_recorded(tiny_fp32, tiny_int8):
     assert tiny_int8.manifest.weights.sha256 == tiny_fp32.manifest.weights.sha256
 
 
+def test_fp32_and_int8_builds_of_the_same_weights_share_a_space(tiny_fp32, tiny_int8):
+    """The space covers what determines the vectors (weights of the fp32 state dict, preprocessing, tokenizer, size),
+    not the variant or the ONNX graphs: an int8 build embeds in its fp32 build's space."""
+    recorded = {json.loads((p.directory / MANIFEST_FILE).read_text())["space"] for p in (tiny_fp32, tiny_int8)}
+    assert recorded == {tiny_fp32.manifest.space} and re.fullmatch(r"[0-9a-f]{12}", tiny_fp32.manifest.space)
+    assert embedding_space(tiny_int8.manifest) == embedding_space(tiny_fp32.manifest) == tiny_fp32.manifest.space
+    assert tiny_int8.manifest.files["image_encoder.onnx"] != tiny_fp32.manifest.files["image_encoder.onnx"]
+
+
+def test_other_weights_embed_in_another_space(tiny_fp32, tiny_config, package_random):
+    other = package_random(tiny_config, "fp32", seed=1, name="clip-tiny-fp32-seed1")
+    assert other.manifest.weights.sha256 != tiny_fp32.manifest.weights.sha256
+    assert other.manifest.space != tiny_fp32.manifest.space == load_manifest(tiny_fp32.directory).space
+
+
 def test_cli_package_command(tmp_path, capsys):
     assert main(["package", "clip-tiny", "--out", str(tmp_path), "--weights", "random", "--seed", "1"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model_id"] == "clip-tiny" and summary["weights"]["seed"] == 1
+    assert summary["space"] == load_manifest(tmp_path / "artifact").space
     assert sha256_file(tmp_path / "model.tar.gz") and (tmp_path / "manifest.json").is_file()
 
 
