@@ -24,7 +24,8 @@ are the smallest scores a model with no knowledge would reach with probability u
 not calibrated on the released weights (none can be downloaded where this was written). Neither is
 sensitive to QuickGELU vs GELU (a trained stand-in scores the same with both); the served graphs'
 activation is checked directly instead (an Erf/Gelu node where the weights were trained with QuickGELU).
-  artifact.*                        model_id, version, variant, weights_source, weights_sha256, manifest_sha256
+  artifact.*                        model_id, version, variant, weights_source, weights_sha256, manifest_sha256, space
+                                    (space: the embedding space id, inference_code.manifest.embedding_space; registered)
 The same metrics are also written in the Model Registry's model-quality shape (model_quality.json).
 """
 
@@ -77,6 +78,7 @@ class Facts:
     trained_with_quick_gelu: bool = False  # the config's released weights were trained with QuickGELU
     served_activation: str | None = None  # what the artifact's ONNX graphs compute: quick_gelu | gelu | unknown
     manifest_sha256: str = ""  # of the manifest.json validated here: registered, and checked by the container at start
+    space: str = ""  # the embedding space id (inference_code.manifest.embedding_space): registered with the package
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def build_report(facts: Facts, metrics: Metrics, thresholds: Thresholds) -> dict
             "weights_source": facts.weights_source,
             "weights_sha256": facts.weights_sha256,
             "manifest_sha256": facts.manifest_sha256,
+            "space": facts.space,
             "architecture": facts.architecture,
             "quick_gelu": facts.quick_gelu,
         },

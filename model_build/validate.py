@@ -280,6 +280,7 @@ def _facts(manifest: Manifest, config: ModelConfig, **measured) -> Facts:
         architecture=manifest.architecture,
         expected_architecture=config.open_clip.architecture,
         quick_gelu=manifest.quick_gelu,
+        space=manifest.space,  # verified against the manifest's fields when it was read
         **measured,
     )
 

@@ -135,6 +135,8 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
                 "variant": from_report("artifact.variant"),
                 "weights_source": from_report("artifact.weights_source"),
                 "weights_sha256": from_report("artifact.weights_sha256"),
+                # The embedding space (inference_code.manifest.embedding_space): the promotion compares it with the serving one.
+                "space": from_report("artifact.space"),
                 "git_commit": git_commit,
             },
         ),

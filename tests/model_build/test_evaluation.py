@@ -9,7 +9,7 @@ from model_build.evaluation import Facts, Metrics, Thresholds, build_report, dec
 FACTS = Facts(
     model_id="clip-vit-b-32", version="abc", variant="int8", weights_source="pretrained", weights_sha256="f" * 64,
     architecture="ViT-B-32-quickgelu", expected_architecture="ViT-B-32-quickgelu", quick_gelu=True,
-    files_ok=True, reference_weights_match=True, has_golden=True,
+    files_ok=True, reference_weights_match=True, has_golden=True, space="0123456789ab",
 )
 METRICS = Metrics(
     parity_text_min_cosine=0.9995, parity_text_mean_cosine=0.9998, parity_image_min_cosine=0.9997,
@@ -62,5 +62,6 @@ def test_report_shape_for_json_get_and_model_quality():
     assert report["metrics"]["parity_min_cosine"] == 0.5
     assert report["thresholds"]["parity_min_cosine"] == 0.998
     assert report["artifact"]["variant"] == "int8"
+    assert report["artifact"]["space"] == "0123456789ab"  # registered as the package's `space` metadata
     quality = model_quality(report)["embedding_quality_metrics"]
     assert quality["parity_min_cosine"] == {"value": 0.5, "standard_deviation": "NaN"}

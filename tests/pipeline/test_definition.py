@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from inference_code.manifest import embedding_space
 from pipeline.definition import pipeline_definition
 from pipeline.local_runner import json_path
 from pipeline.settings import PipelineSettings
@@ -92,6 +93,7 @@ def test_every_json_get_path_exists_in_a_real_evaluation_report(definition, tiny
     assert {"verdict.passed", "metrics.parity_min_cosine", "thresholds.parity_min_cosine", "verdict.summary"} <= set(paths)
     for path in paths:
         json_path(report, path)  # raises KeyError if the report lacks it
+    assert report["artifact"]["space"] == embedding_space(tiny_fp32.manifest)
     conditions = definition["Steps"][2]["Arguments"]["Conditions"]
     assert [c["Type"] for c in conditions] == ["Equals", "GreaterThanOrEqualTo"]
     assert conditions[0]["RightValue"] is True
@@ -108,8 +110,11 @@ def test_registration_request(definition, b32_config):
     assert statistics["ContentType"] == "application/json"
     assert statistics["S3Uri"]["Std:Join"]["Values"][-1] == "model_quality.json"
     metadata = register["CustomerMetadataProperties"]
-    assert set(metadata) == {"model_id", "version", "variant", "weights_source", "weights_sha256", "git_commit"}
+    assert set(metadata) == {"model_id", "version", "variant", "weights_source", "weights_sha256", "space", "git_commit"}
     assert metadata["model_id"] == "clip-vit-b-32" and metadata["git_commit"] == {"Get": "Parameters.GitCommit"}
+    # The embedding space comes from the validation report, as the variant does: what was validated is what is registered.
+    assert json_get_paths(metadata["space"]) == ["artifact.space"]
+    assert {**metadata["space"]["Std:JsonGet"], "Path": "artifact.variant"} == metadata["variant"]["Std:JsonGet"]
     fail = steps_by_name(definition)["ValidationFailed"]["Arguments"]["ErrorMessage"]
     assert "verdict.summary" in json_get_paths(fail)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import boto3
@@ -44,6 +45,7 @@ def test_run_local_registers_a_pending_package_with_metrics(moto_aws, tiny_confi
     metadata = package["CustomerMetadataProperties"]
     assert metadata["model_id"] == "clip-tiny" and metadata["git_commit"] == "abc1234" and metadata["weights_source"] == "random-init"
     assert len(metadata["weights_sha256"]) == 64
+    assert re.fullmatch(r"[0-9a-f]{12}", metadata["space"])  # the embedding space, from the validated manifest
     model_data = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
     bucket, key = split_s3_uri(model_data)
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 1_000_000
