@@ -221,7 +221,9 @@ def encode_lines(answers: list[bytes]) -> bytes:
     return b"".join(answer + b"\n" for answer in answers)
 
 
-def encode_attributes(model_id: str, version: str, variant: str, truncated: tuple[bool, ...] = ()) -> str:
-    """Metadata for SageMaker's X-Amzn-SageMaker-Custom-Attributes header (visible ASCII, <= 1024 chars)."""
+def encode_attributes(model_id: str, version: str, variant: str, truncated: tuple[bool, ...] = (), space: str = "") -> str:
+    """Metadata for SageMaker's X-Amzn-SageMaker-Custom-Attributes header (visible ASCII, <= 1024 chars).
+    `space` is the artifact's embedding space (inference_code.manifest.embedding_space): the API returns it as X-Clip-Space."""
     indices = ",".join(str(i) for i, flag in enumerate(truncated) if flag)
-    return f"model={model_id};version={version};variant={variant};truncated={indices or 'none'}"
+    named = f";space={space}" if space else ""
+    return f"model={model_id};version={version};variant={variant}{named};truncated={indices or 'none'}"

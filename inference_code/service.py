@@ -115,7 +115,7 @@ class EmbeddingService:
         except Exception as exc:  # noqa: BLE001 - the one place internal errors become a 500
             log_internal_error(exc)
             return error_response(RequestError(500, "internal_error", "internal error"))
-        attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
+        attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
         return Response(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
     def handle_lines(self, lines: list[bytes], deadline: float | None = None) -> Response:
@@ -134,7 +134,7 @@ class EmbeddingService:
         except Exception as exc:  # noqa: BLE001 - as in compute()
             log_internal_error(exc)
             return error_response(RequestError(500, "internal_error", "internal error"))
-        attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated)
+        attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
         headers = {"Content-Type": "application/jsonlines", "X-Amzn-SageMaker-Custom-Attributes": attributes}
         return Response(200, encode_lines(answers), headers)
 

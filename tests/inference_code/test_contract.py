@@ -98,6 +98,8 @@ def test_encoding_of_embeddings_and_attributes():
     attributes = encode_attributes("clip-tiny", "abc123", "fp32", (False, True, True))
     assert attributes == "model=clip-tiny;version=abc123;variant=fp32;truncated=1,2"
     assert encode_attributes("m", "v", "int8").endswith("truncated=none")
+    named = encode_attributes("clip-tiny", "abc123", "int8", (True,), space="0123456789ab")
+    assert named == "model=clip-tiny;version=abc123;variant=int8;space=0123456789ab;truncated=0"
 
 
 # Hostile input (issue 13): valid JSON that used to escape as a 500 (RecursionError) or be called malformed.

@@ -38,7 +38,7 @@ def record(payload) -> bytes:
     return json.dumps(payload).encode()
 
 
-def test_each_record_answers_on_its_line_what_it_answers_alone(server, probe_images):
+def test_each_record_answers_on_its_line_what_it_answers_alone(server, probe_images, tiny_service):
     photo = base64.b64encode(probe_images[0].data).decode()
     other = base64.b64encode(probe_images[3].data).decode()
     lines = [
@@ -74,6 +74,7 @@ def test_each_record_answers_on_its_line_what_it_answers_alone(server, probe_ima
     assert codes == [None, None, "empty_text", None, "corrupt_image", "malformed_json", None, "text_too_long",
                      "batch_too_large", "image_too_many_pixels", "not_an_image", "unknown_field", "empty_body", None]
     assert headers["X-Amzn-SageMaker-Custom-Attributes"].endswith("truncated=3")
+    assert f";space={tiny_service.manifest.space};" in headers["X-Amzn-SageMaker-Custom-Attributes"]
 
 
 def test_more_records_than_one_model_batch_keep_their_order(server):

@@ -53,6 +53,18 @@ def test_text_and_image_embeddings_are_unit_norm_and_match_open_clip(tiny_server
     assert status == 200 and json.loads(raw_body) == json.loads(body)
 
 
+def test_every_answer_names_the_artifacts_embedding_space(tiny_server, tiny_fp32):
+    """The custom attributes carry space=<id>, the manifest's space (embedding_space), whatever the request's form."""
+    from inference_code.manifest import embedding_space, load_manifest
+
+    space = embedding_space(load_manifest(tiny_fp32.directory))
+    assert space == tiny_fp32.manifest.space
+    for payload in ({"text": "a dog"}, {"texts": ["a dog", "a cat"]}):
+        status, headers, _ = invoke(tiny_server, payload)
+        attributes = dict(item.split("=", 1) for item in headers["X-Amzn-SageMaker-Custom-Attributes"].split(";"))
+        assert status == 200 and attributes["space"] == space and attributes["model"] == "clip-tiny"
+
+
 def test_batches_answer_arrays_of_arrays_and_report_truncation(tiny_server, probe_images):
     status, headers, body = invoke(tiny_server, {"texts": ["a dog", "word " * 200, "a cat"]})
     assert status == 200
