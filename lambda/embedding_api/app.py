@@ -6,6 +6,9 @@ this function answers; default all non-demo configs), CORS_ALLOW_ORIGIN (unset: 
 
 Routes: POST /<route> per model (the serving contract: text, texts, image, images) and the
 OpenAI-style POST /v1/embeddings.
+
+Every answer the endpoint gave names its embedding space (X-Clip-Space; `space` in /v1/embeddings'
+body): the serving container's custom attribute space=<id> (inference_code.manifest.embedding_space).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from pydantic import Field
 
 from clip_api.model_config import ModelConfig, load_all_model_configs, load_model_config
 from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, parse_attributes, runtime_config
@@ -126,8 +130,26 @@ class Clients:
         return cls.runtimes[read_timeout_s]
 
 
+SPACE_HEADER = "X-Clip-Space"
+SPACE_DESCRIPTION = ("the embedding space of the answering model (12 hex characters): store it with your vectors; "
+                     "vectors of different spaces must not be compared. fp32 and int8 builds of the same weights share a space")
+SERVED_HEADERS = {
+    SPACE_HEADER: {"description": SPACE_DESCRIPTION, "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"}},
+    "X-Clip-Model": {"description": "the model id that answered", "schema": {"type": "string"}},
+    "X-Clip-Version": {"description": "the model version (artifact) that answered", "schema": {"type": "string"}},
+    "X-Clip-Truncated": {"description": "indices of texts truncated to the context length, or none", "schema": {"type": "string"}},
+}
+
+
+class OpenAIEmbeddingList(OpenAIEmbeddingResponse):
+    """The OpenAI-style answer, with the embedding space its vectors live in."""
+
+    space: str = Field(description=SPACE_DESCRIPTION)
+
+
 ERROR_RESPONSES = {
-    status: {"description": description, "content": {"application/json": {"model": ErrorBody}}}
+    status: {"description": description, "content": {"application/json": {"model": ErrorBody}},
+             "headers": {SPACE_HEADER: {"description": "the embedding space, when the request reached a model", "schema": {"type": "string"}}}}
     for status, description in {
         400: "bad input", 413: "too large (the serverless payload limit is 4 MB)", 415: "not application/json",
         429: "throttled (Retry-After)", 502: "the model failed", 503: "no serving version or cold start (Retry-After)", 504: "timeout",
@@ -142,7 +164,10 @@ def error_response(error: ApiError) -> Response:
         metric.add_metadata("status", error.status)
     if error.status == 429:
         metrics.add_metric(name="Throttles", unit=MetricUnit.Count, value=1)
-    return Response(status_code=error.status, content_type="application/json", body=json.dumps(error.body()), headers=error.headers())
+    headers = error.headers()
+    if _Request.space:  # the endpoint answered before the error: its space is known
+        headers = {**headers, SPACE_HEADER: _Request.space}
+    return Response(status_code=error.status, content_type="application/json", body=json.dumps(error.body()), headers=headers)
 
 
 class _Request:
@@ -150,6 +175,7 @@ class _Request:
 
     model_id: str | None = None
     started: float = 0.0
+    space: str = ""  # the embedding space the endpoint named in its answer
 
 
 def _set_model(model_id: str) -> None:
@@ -254,12 +280,17 @@ def _embed(config: ModelConfig, body: bytes) -> tuple[bytes, dict]:
         return min(gateway_left, app.lambda_context.get_remaining_time_in_millis()) if app.lambda_context else gateway_left
 
     result, attributes = invoke_endpoint(Clients.sagemaker_runtime, endpoint, body, remaining_ms)
-    return result, parse_attributes(attributes)
+    parsed = parse_attributes(attributes)
+    _Request.space = parsed.get("space", "")
+    return result, parsed
 
 
 def _served_headers(attributes: dict) -> dict:
-    return {"X-Clip-Model": attributes.get("model", ""), "X-Clip-Version": attributes.get("version", ""),
-            "X-Clip-Truncated": attributes.get("truncated", "none")}
+    headers = {"X-Clip-Model": attributes.get("model", ""), "X-Clip-Version": attributes.get("version", ""),
+               "X-Clip-Truncated": attributes.get("truncated", "none")}
+    if attributes.get("space"):  # every serving container names it; one built before spaces does not
+        headers[SPACE_HEADER] = attributes["space"]
+    return headers
 
 
 def _register_model_route(config: ModelConfig) -> None:
@@ -274,7 +305,7 @@ def _register_model_route(config: ModelConfig) -> None:
 
     embed.__name__ = f"embed_{config.route.replace('-', '_')}"
     app.post(f"/{config.route}", summary=f"{config.description}: embeddings", responses={
-        200: {"description": "a unit-norm embedding (text, image) or a list of them (texts, images)",
+        200: {"description": "a unit-norm embedding (text, image) or a list of them (texts, images)", "headers": SERVED_HEADERS,
               "content": {"application/json": {"schema": {"oneOf": [
                   {"type": "array", "items": {"type": "number"}},
                   {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}]}}}},
@@ -287,8 +318,9 @@ for _config in SERVED.values():
 
 
 @app.post("/v1/embeddings", summary="OpenAI-style embeddings (texts, or images as {\"image\": base64})",
-          responses={200: {"description": "embeddings", "content": {"application/json": {"model": OpenAIEmbeddingResponse}}}, **ERROR_RESPONSES})
-def openai_embeddings(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
+          responses={200: {"description": "embeddings, and the embedding space they live in", "headers": SERVED_HEADERS,
+                           "content": {"application/json": {"model": OpenAIEmbeddingList}}}, **ERROR_RESPONSES})
+def openai_embeddings(body: OpenAIEmbeddingRequest):  # no return annotation: the schema is in responses=
     config = BY_NAME.get(body.model)
     if config is None:
         raise ApiError(400, "unknown_model", f"unknown model {body.model!r}; available: {sorted(SERVED)}")
@@ -303,9 +335,11 @@ def openai_embeddings(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
     else:
         request = EmbeddingRequest(images=[item.image for item in items])
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(request, config))
-    result, _ = _embed(config, request.model_dump_json(exclude_none=True).encode())
+    result, attributes = _embed(config, request.model_dump_json(exclude_none=True).encode())
     vectors = json.loads(result)
-    return OpenAIEmbeddingResponse(data=[EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors)], model=config.model_id)
+    answer = OpenAIEmbeddingList(data=[EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors)], model=config.model_id,
+                                 space=attributes.get("space", ""))
+    return Response(status_code=200, content_type="application/json", body=answer.model_dump_json(), headers=_served_headers(attributes))
 
 
 @app.not_found
@@ -332,7 +366,7 @@ def _unexpected(error: Exception) -> Response:
 @metrics.log_metrics
 def handler(event: dict, context) -> dict:
     started = time.monotonic()  # a local: app.resolve() clears the resolver's context before it returns
-    _Request.model_id, _Request.started = None, started
+    _Request.model_id, _Request.started, _Request.space = None, started, ""
     response = app.resolve(event, context)
     # Every metric of the request carries the same dimension set, {model, service}, whatever path it took.
     metrics.add_dimension(name="model", value=_current_model())
