@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip_api import bulk
-from clip_api.embed_dataset import EmbedDatasetError, RunResult, describe_package
+from clip_api.embed_dataset import EmbedDatasetError, RunResult, check_space, describe_package
 
 CONTENT_TYPE = "application/jsonlines"
 MAX_PAYLOAD_MB = 6  # the container accepts JSON Lines bodies up to 6 MiB (RequestLimits.max_jsonlines_bytes)
@@ -117,9 +117,10 @@ class JobState:
 def run_batch_transform(session, model_id: str, source: str, out: Path | str, version: str = "live", s3_prefix: str | None = None,
                         instance_type: str = "ml.c5.2xlarge", instances: int = 1, role_arn: str | None = None,
                         shard_records: int = bulk.DEFAULT_SHARD_RECORDS * 16, restart: bool = False, keep_parts: bool = False,
-                        poll_s: float = 30.0, runner=None, log=None) -> RunResult:
+                        poll_s: float = 30.0, runner=None, log=None, space: str | None = None) -> RunResult:
     """`runner(session, job_request)`: called once after CreateTransformJob (tests: a stand-in for the
-    service that runs the container on the inputs); in AWS, None."""
+    service that runs the container on the inputs); in AWS, None. `space`: refuse, before any work, a
+    package that registers another embedding space."""
     from clip_api.model_config import load_model_config
 
     log = log or (lambda message: print(message, file=sys.stderr))
@@ -129,6 +130,7 @@ def run_batch_transform(session, model_id: str, source: str, out: Path | str, ve
     package = describe_package(session, model_id, version)
     package_arn = package["ModelPackageArn"]
     metadata = package.get("CustomerMetadataProperties", {})
+    check_space(space, metadata.get("space", ""), f"model package {package_arn} (version {package.get('ModelPackageVersion', '?')})")
     config = load_model_config(model_id)
     model_data = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
     bucket, key = split_s3_uri(model_data)
@@ -141,7 +143,7 @@ def run_batch_transform(session, model_id: str, source: str, out: Path | str, ve
         manifest_digest=bulk.manifest_digest(items), items=len(items),
         shards=bulk.plan_shards(items, limits, bulk.DEFAULT_SHARD_BYTES * 8, shard_records), package_arn=package_arn,
         package_version=int(package.get("ModelPackageVersion", 0)), variant=metadata.get("variant", ""), embedding_dim=config.embedding_dim,
-        input=str(source),
+        input=str(source), space=metadata.get("space", ""),  # registered from the validated manifest (pipeline/definition.py)
     )
     parts = bulk.Parts(out)
     done = parts.start(plan, restart=restart)

@@ -240,6 +240,7 @@ class RunPlan:
     variant: str = ""
     embedding_dim: int = 0
     input: str = ""
+    space: str = ""  # the embedding space of the vectors (inference_code.manifest.embedding_space): store it with them
 
     def same_run(self, other: "RunPlan") -> bool:
         keys = ("model_id", "artifact_sha256", "manifest_digest", "items", "shards")
@@ -311,6 +312,7 @@ def output_schema(dim: int, metadata: dict | None = None):
         ("embedding", pa.list_(pa.float32(), dim)),
         ("model_id", pa.string()),
         ("model_version", pa.string()),
+        ("space", pa.string()),  # the embedding space, the same on every row: vectors of different spaces must not be compared
         ("error", pa.string()),  # the error code, null when the item was embedded
         ("error_message", pa.string()),
     ])
@@ -348,6 +350,7 @@ def assemble(items: list[Item], answers: list[bytes], plan: RunPlan, out: Path) 
             "embedding": embeddings,
             "model_id": [plan.model_id] * len(items),
             "model_version": [plan.model_version] * len(items),
+            "space": [plan.space or None] * len(items),
             "error": pa.array(codes, type=pa.string()),
             "error_message": pa.array(messages, type=pa.string()),
         },

@@ -2,7 +2,9 @@
 
 The model comes from the Model Registry (the approved package that serves: `--version live`, or a
 named version), in AWS or in local mode's control plane (`--local-mode`), or from a model.tar.gz
-(`--artifact`, no registry). Locally, `--workers K` inference servers are started from that same
+(`--artifact`, no registry). `--space ID` refuses, before any work, a model that embeds in
+another space (the package's registered `space`, or the artifact manifest's); the output records the
+space either way (a `space` column and the file metadata). Locally, `--workers K` inference servers are started from that same
 model.tar.gz, as `clip-api serve` and local mode start them (`python -m inference_code serve`),
 each with its share of the cores, and the shards (clip_api/bulk.py) are posted to them as
 application/jsonlines.
@@ -14,6 +16,7 @@ import http.client
 import os
 import queue
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -37,6 +40,38 @@ class ResolvedModel:
     package_version: int = 0
     model_data_url: str = ""
     image: str = ""  # the package's container image (Batch Transform)
+    space: str = ""  # the embedding space the package registers (or the artifact's manifest records)
+
+
+# ------------------------------------------------------------------------------------------------
+# The embedding space
+
+
+def artifact_space(manifest: dict) -> str:
+    """The embedding space of an artifact, from its manifest.json (computed for one packaged before spaces;
+    a manifest whose recorded space does not follow from its fields is refused)."""
+    from inference_code.manifest import ArtifactIntegrityError, Manifest
+
+    try:
+        return Manifest.from_dict(manifest).space
+    except ArtifactIntegrityError as exc:
+        raise EmbedDatasetError(f"the artifact's manifest is not trustworthy: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise EmbedDatasetError(f"the artifact's manifest cannot be read ({exc})") from None
+
+
+def check_space(expected: str | None, found: str, what: str) -> None:
+    """Refuse unless `what` embeds in the space `--space` asked for (nothing asked: anything goes)."""
+    if not expected:
+        return
+    if not re.fullmatch(r"[0-9a-f]{12}", expected):
+        raise EmbedDatasetError(f"--space {expected!r} is not a space id (12 lowercase hex characters, as X-Clip-Space says)")
+    if not found:
+        raise EmbedDatasetError(f"--space {expected}: {what} records no embedding space (registered before spaces); "
+                                "use a package that does, or drop --space")
+    if found != expected:
+        raise EmbedDatasetError(f"--space {expected}: {what} embeds in space {found}, not {expected}; "
+                                "vectors of different spaces must not be compared: name a package of that space, or drop --space")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -74,12 +109,19 @@ def describe_package(session, model_id: str, version: str) -> dict:
     return package
 
 
-def resolve_model(model_id: str, version: str = "live", artifact: str | None = None, session=None, cache_dir: Path | None = None) -> ResolvedModel:
+def resolve_model(model_id: str, version: str = "live", artifact: str | None = None, session=None, cache_dir: Path | None = None,
+                  space: str | None = None) -> ResolvedModel:
+    """The model to embed with; with `space`, refused (EmbedDatasetError) unless it embeds in that space,
+    before anything is downloaded."""
     if artifact:
-        return ResolvedModel(model_id, Path(artifact))
+        found = artifact_space(bulk.artifact_manifest(Path(artifact)))
+        check_space(space, found, f"the artifact {artifact}")
+        return ResolvedModel(model_id, Path(artifact), space=found)
     from clip_api.s3_uri import split_s3_uri
 
     package = describe_package(session, model_id, version)
+    found = package.get("CustomerMetadataProperties", {}).get("space", "")
+    check_space(space, found, f"model package {package['ModelPackageArn']} (version {package.get('ModelPackageVersion', '?')})")
     container = package["InferenceSpecification"]["Containers"][0]
     url = container["ModelDataUrl"]
     cache_dir = Path(cache_dir or ".")
@@ -89,7 +131,8 @@ def resolve_model(model_id: str, version: str = "live", artifact: str | None = N
         bucket, key = split_s3_uri(url)
         session.client("s3").download_file(bucket, key, str(target) + ".tmp")
         os.replace(str(target) + ".tmp", target)
-    return ResolvedModel(model_id, target, package["ModelPackageArn"], int(package.get("ModelPackageVersion", 0)), url, container.get("Image", ""))
+    return ResolvedModel(model_id, target, package["ModelPackageArn"], int(package.get("ModelPackageVersion", 0)), url, container.get("Image", ""),
+                         space=found)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -217,6 +260,9 @@ def prepare(model: ResolvedModel, source: str, out: Path, shard_bytes: int, shar
     manifest = bulk.artifact_manifest(model.artifact)
     if manifest["model_id"] != model.model_id:
         raise EmbedDatasetError(f"the artifact is {manifest['model_id']}'s, not {model.model_id}'s")
+    space = artifact_space(manifest)
+    if model.space and model.space != space:
+        raise EmbedDatasetError(f"model package {model.package_arn} registers space {model.space}, but its artifact's manifest gives {space}")
     items = bulk.read_items(source)
     limits = bulk.Limits.from_manifest(manifest.get("limits", {}))
     plan = bulk.RunPlan(
@@ -224,7 +270,7 @@ def prepare(model: ResolvedModel, source: str, out: Path, shard_bytes: int, shar
         manifest_digest=bulk.manifest_digest(items), items=len(items),
         shards=bulk.plan_shards(items, limits, shard_bytes, shard_records), package_arn=model.package_arn,
         package_version=model.package_version, variant=manifest.get("variant", ""), embedding_dim=int(manifest["embedding_dim"]),
-        input=str(source),
+        input=str(source), space=space,
     )
     parts = bulk.Parts(out)
     done = parts.start(plan, restart=restart)
@@ -309,6 +355,7 @@ def describe_result(result: RunResult) -> dict:
     s = result.summary
     return {
         "out": str(result.out), "items": result.items, "errors": s["errors"], "model_id": s["model_id"], "model_version": s["model_version"],
+        "space": s.get("space", ""),
         "package_arn": s["package_arn"], "package_version": s["package_version"], "artifact_sha256": s["artifact_sha256"],
         "manifest_digest": s["manifest_digest"], "shards": result.shards_total, "shards_resumed": result.shards_resumed,
         "shards_sent": result.shards_sent, "seconds": round(result.seconds, 2),

@@ -33,9 +33,11 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
                 raise EmbedDatasetError("Batch Transform runs a registered, approved package: drop --artifact, use --version")
             result = run_batch_transform(session, args.model_id, args.input, out, version=args.version, s3_prefix=args.s3_prefix,
                                          instance_type=args.instance_type, instances=args.instances, role_arn=args.role_arn,
-                                         shard_records=args.shard_records, restart=args.restart, keep_parts=args.keep_parts)
+                                         shard_records=args.shard_records, restart=args.restart, keep_parts=args.keep_parts,
+                                         space=args.space)
         else:
-            model = resolve_model(args.model_id, args.version, args.artifact, session, cache_dir=Path(str(out) + bulk.PARTS_SUFFIX))
+            model = resolve_model(args.model_id, args.version, args.artifact, session, cache_dir=Path(str(out) + bulk.PARTS_SUFFIX),
+                                  space=args.space)
             result = run_local(model, args.input, out, workers=args.workers, shard_bytes=args.shard_bytes, shard_records=args.shard_records,
                                progress=not args.no_progress, restart=args.restart, keep_parts=args.keep_parts,
                                server_urls=args.server_url or None)
@@ -79,6 +81,8 @@ def add_commands(commands) -> None:
     p.add_argument("--out", required=True, help="the output .parquet (resumable parts go to OUT.parts/)")
     p.add_argument("--version", default="live", help="'live' (the package that serves, from the serving pointer) or a package version number")
     p.add_argument("--artifact", help="a model.tar.gz to use instead of the registry (local runs only)")
+    p.add_argument("--space", help="the embedding space (12 hex, as X-Clip-Space names it) the vectors must be in: refuses, before any work, "
+                   "a package or artifact of another space (re-embedding a catalogue into a new space); the output records the space either way")
     p.add_argument("--local-mode", action="store_true", help="resolve the package in local mode's control plane (clip-api local up)")
     p.add_argument("--local-workdir", default=".local", help="local mode's workdir")
     p.add_argument("--workers", type=int, default=1, help="local inference servers (each gets cores // workers threads)")

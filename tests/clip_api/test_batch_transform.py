@@ -58,7 +58,8 @@ def registry(aws_env, monkeypatch, deployment, tiny_fp32):
                 InferenceSpecification={"Containers": [{"Image": f"{ip.ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve:latest",
                                                         "ModelDataUrl": f"s3://{bucket}/models/clip-tiny/run-1/model.tar.gz"}],
                                         "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
-                CustomerMetadataProperties={"model_id": "clip-tiny", "version": tiny_fp32.manifest.version, "variant": "fp32"},
+                CustomerMetadataProperties={"model_id": "clip-tiny", "version": tiny_fp32.manifest.version, "variant": "fp32",
+                                            "space": tiny_fp32.manifest.space},
                 ModelApprovalStatus=status,
             )["ModelPackageArn"])
         sagemaker.update_model_package(ModelPackageArn=arns[1], ModelApprovalStatus="Approved")
@@ -83,9 +84,25 @@ def test_version_live_resolves_the_serving_package(registry, tmp_path, tiny_fp32
     result = run_local(model, str(texts_manifest(tmp_path)), tmp_path / "out.parquet", progress=False)
     _, meta = bulk.read_output(result.out)
     assert (meta["package_arn"], meta["package_version"], meta["model_version"]) == (registry["arns"][1], 2, tiny_fp32.manifest.version)
+    assert model.space == meta["space"] == tiny_fp32.manifest.space
     with pytest.raises(EmbedDatasetError, match="not Approved"):
         resolve_model("clip-tiny", "1", session=boto3.Session(region_name=REGION), cache_dir=tmp_path)
     assert resolve_model("clip-tiny", "2", session=boto3.Session(region_name=REGION), cache_dir=tmp_path).package_arn == registry["arns"][1]
+
+
+def test_a_package_of_another_space_is_refused_before_any_work(registry, tmp_path, tiny_fp32):
+    """--space names the space the vectors must be in: the package's registered space decides, before any download or job."""
+    session = boto3.Session(region_name=REGION)
+    other = "0" * 12 if tiny_fp32.manifest.space != "0" * 12 else "1" * 12
+    with pytest.raises(EmbedDatasetError, match=f"embeds in space {tiny_fp32.manifest.space}, not {other}"):
+        resolve_model("clip-tiny", "live", session=session, cache_dir=tmp_path / "cache", space=other)
+    assert not (tmp_path / "cache").exists()  # nothing downloaded
+    with pytest.raises(EmbedDatasetError, match="embeds in space"):
+        run_batch_transform(session, "clip-tiny", str(texts_manifest(tmp_path)), tmp_path / "bt.parquet", role_arn="arn:aws:iam::1:role/r",
+                            poll_s=0, log=lambda m: None, space=other)
+    assert not (tmp_path / "bt.parquet.parts").exists() and not (tmp_path / "bt.parquet").exists()
+    assert session.client("sagemaker").list_transform_jobs()["TransformJobSummaries"] == []
+    assert resolve_model("clip-tiny", "live", session=session, cache_dir=tmp_path / "cache", space=tiny_fp32.manifest.space).package_version == 2
 
 
 @pytest.mark.parametrize("operation, request_of", [
@@ -139,7 +156,7 @@ def _jpeg(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_batch_transform_job_from_the_approved_package(registry, tmp_path, tiny_server, deployment):
+def test_batch_transform_job_from_the_approved_package(registry, tmp_path, tiny_server, deployment, tiny_fp32):
     bucket = registry["bucket"]
     s3 = boto3.client("s3", region_name=REGION)
     for i in range(12):
@@ -155,6 +172,7 @@ def test_batch_transform_job_from_the_approved_package(registry, tmp_path, tiny_
     assert table.column("id").to_pylist() == ["broken.png"] + [f"img{i:02d}.jpg" for i in range(12)]
     assert table.column("error").to_pylist() == ["not_an_image"] + [None] * 12  # a PNG signature, no PNG
     assert meta["package_arn"] == registry["arns"][1] and meta["artifact_sha256"].startswith("s3-etag:")
+    assert meta["space"] == tiny_fp32.manifest.space and set(table.column("space").to_pylist()) == {tiny_fp32.manifest.space}
     for row, embedding in zip(table.to_pylist()[1:], table.column("embedding").to_pylist()[1:]):
         single = urllib.request.Request(tiny_server + "/invocations", data=json.dumps({"image": base64.b64encode(_jpeg(int(row["id"][3:5]))).decode()}).encode(),
                                         headers={"Content-Type": "application/json"})

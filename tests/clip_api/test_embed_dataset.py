@@ -133,7 +133,9 @@ def test_text_manifest_with_bad_items(tmp_path, tiny_fp32, tiny_server, text_man
     out = tmp_path / "texts.parquet"
     model = resolve_model("clip-tiny", artifact=str(tiny_fp32.artifact))
     run_local(model, str(text_manifest), out, workers=1, shard_records=16, progress=False)
-    table, _ = bulk.read_output(out)
+    table, meta = bulk.read_output(out)
+    assert meta["space"] == tiny_fp32.manifest.space  # written without --space too: store it with the vectors
+    assert set(table.column("space").to_pylist()) == {tiny_fp32.manifest.space}
     rows = {json.loads(line)["id"]: json.loads(line) for line in text_manifest.read_text().splitlines()}
     assert table.column("id").to_pylist() == [str(k) for k in rows]
     assert table.column("modality").to_pylist() == ["image" if "image" in r else "text" for r in rows.values()]
@@ -217,6 +219,24 @@ def test_a_run_killed_halfway_resumes_without_recomputing_and_writes_the_same_fi
     clean_table, clean_meta = bulk.read_output(clean_out)
     assert killed_table.equals(clean_table) and killed_meta == clean_meta
     assert killed_out.read_bytes() == clean_out.read_bytes()
+
+
+def test_space_names_the_vectors_space_and_another_is_refused_before_any_work(tmp_path, tiny_fp32, tiny_int8, tiny_config,
+                                                                              package_random, text_manifest, capsys):
+    from clip_api.cli import main
+
+    space = tiny_fp32.manifest.space
+    assert resolve_model("clip-tiny", artifact=str(tiny_int8.artifact), space=space).space == space  # int8 of the same weights: same space
+    other = package_random(tiny_config, "fp32", seed=1, name="clip-tiny-fp32-seed1")
+    out = tmp_path / "o.parquet"
+    code = main(["embed-dataset", "clip-tiny", str(text_manifest), "--out", str(out), "--artifact", str(other.artifact), "--space", space,
+                 "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2 and f"embeds in space {other.manifest.space}, not {space}" in error
+    assert not out.exists() and not Path(str(out) + bulk.PARTS_SUFFIX).exists()  # refused before any work
+    assert main(["embed-dataset", "clip-tiny", str(text_manifest), "--out", str(out), "--artifact", str(tiny_fp32.artifact),
+                 "--space", "not-a-space"]) == 2
+    assert "not a space id" in capsys.readouterr().err and not Path(str(out) + bulk.PARTS_SUFFIX).exists()
 
 
 def test_parts_of_a_different_input_are_refused(tmp_path, tiny_fp32, text_manifest):
