@@ -103,6 +103,20 @@ def test_client_through_the_stable_url_equals_single_container_requests(stable_u
     assert (raised.value.status, raised.value.code) == (400, "empty_text")
 
 
+def test_every_answer_through_the_stable_url_names_the_manifests_space(stable_url, tiny_fp32):
+    """Gateway -> API Lambda -> runtime -> container: X-Clip-Space (and /v1/embeddings' `space`) is the artifact manifest's space."""
+    from inference_code.manifest import embedding_space, load_manifest
+
+    url, _ = stable_url
+    space = embedding_space(load_manifest(tiny_fp32.directory))
+    for path, payload in (("/tiny", {"texts": ["a dog", "a cat"]}), ("/v1/embeddings", {"model": "tiny", "input": ["a dog"]})):
+        request = urllib.request.Request(url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json", "x-api-key": "k-1"})
+        with urllib.request.urlopen(request) as response:
+            assert response.status == 200 and response.headers["X-Clip-Space"] == space, path
+            body = json.loads(response.read())
+    assert body["space"] == space
+
+
 def test_an_endpoint_that_is_gone_comes_back_typed(stable_url):
     """The pointer names an endpoint the runtime no longer knows: after its retries the client raises the API's 503, typed."""
     url, router = stable_url
