@@ -99,6 +99,9 @@ class EndpointSpec(_Strict):
     max_concurrency: int = 20
     provisioned_concurrency: int | None = None
     keep_previous_endpoints: int = 1
+    # After the stable URL moves to another embedding space (issue 17), clients that pin the old one
+    # are served from its endpoint for this long, then told 410: time to re-embed stored vectors.
+    space_grace_days: float = Field(default=30, ge=0)
 
     @model_validator(mode="after")
     def _within_serverless_limits(self) -> "EndpointSpec":
@@ -144,6 +147,15 @@ class ModelConfig(_Strict):
     endpoint: EndpointSpec = EndpointSpec()
     api: ApiSpec = ApiSpec()
     alarms: AlarmSpec
+
+    def space_agreement_threshold(self) -> float:
+        """The least cosine two builds of one embedding space (any variants) must agree to.
+
+        Each build agrees with the reference to at least its parity threshold t (the angle between
+        them is at most acos(t)), so two builds agree to at least cos(2 acos t) = 2t^2 - 1 with the
+        loosest t configured: int8 at 0.998 gives 0.992."""
+        loosest = min(self.validation.parity_min_cosine.values())
+        return 2 * loosest * loosest - 1
 
     def parity_threshold(self, variant: str) -> float:
         try:

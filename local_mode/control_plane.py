@@ -17,6 +17,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from local_mode import moto_fixes
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -57,6 +59,7 @@ class ControlPlane:
         self.server = _GuardedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
 
     def start(self) -> "ControlPlane":
+        moto_fixes.apply()  # the server runs in this process: its backends are patched here
         self.server.start()
         # Step Functions tasks call back into moto on MOTO_PORT; boto3 everywhere else follows AWS_ENDPOINT_URL.
         os.environ.update({"MOTO_PORT": str(self.port), "AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",

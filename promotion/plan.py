@@ -7,11 +7,12 @@ state machine executes the plan it returns.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 
 from clip_api.model_config import ModelConfig
 from inference_code.manifest import VALIDATED_MANIFEST_ENV
-from promotion.pointer import ServingPointer
+from promotion.pointer import SPACE_PATTERN, ServingPointer, SpaceRoute
 
 METRICS_NAMESPACE = "ClipEmbeddingApi"
 METRICS_SERVICE = "clip-embedding-api"  # the `service` dimension of every API metric (lambda/embedding_api/app.py)
@@ -31,6 +32,8 @@ class PackageInfo:
     registered_by: str = ""  # CreatedBy's IAM identity, where the registry records one
     approved_by: str = ""  # LastModifiedBy's IAM identity (or user profile): who made the approval
     container_environment: dict = field(default_factory=dict)  # the registered container's Environment
+    space: str = ""  # the embedding space the gate recorded (CustomerMetadataProperties "space")
+    adopt_space: str = ""  # set at approval to the package's own space: move the stable URL to it (issue 17)
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,52 @@ def endpoints_to_retire(existing: tuple[str, ...], new_endpoint: str, previous_e
 
 
 @dataclass(frozen=True)
+class SpaceDecision:
+    """What a promotion does to the model's embedding spaces (issue 17).
+
+    mode: "stable" (first deployment, or the serving space: the stable URL moves, and the new
+    endpoint must agree with the one it replaces), "adopt" (another space, adopted by the flag
+    recorded at approval: the stable URL moves, the old space is served to clients that pin it for
+    the grace period), "own" (another space, no flag: the stable URL stays; clients that pin the new
+    space get it)."""
+
+    mode: str
+    pointer: ServingPointer  # what SwitchTraffic writes
+    compare_endpoint: str  # the endpoint whose embeddings the smoke test compares the new one's with
+    require_agreement: bool  # same declared space: disagreement fails the promotion
+    note: str
+
+
+def decide_space(config: ModelConfig, package: PackageInfo, live: LiveState, name: str, now: float) -> SpaceDecision:
+    current = live.pointer
+    kept = {space: route for space, route in current.spaces.items() if not route.retired(now)}
+    new_route = SpaceRoute(name, package.version)
+    revision = current.revision + 1
+    if not live.endpoint:
+        pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, {**kept, package.space: new_route}, revision)
+        return SpaceDecision("stable", pointer, "", False, "")
+    old = current.space
+    if package.space == old or not old:  # an item from before spaces: the measured agreement decides
+        pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, {**kept, package.space: new_route}, revision)
+        return SpaceDecision("stable", pointer, live.endpoint, True, "")
+    if package.adopt_space == package.space:
+        until = int(now + config.endpoint.space_grace_days * 86400)
+        spaces = {**kept, old: SpaceRoute(live.endpoint, live.version or 0, until), package.space: new_route}
+        pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, spaces, revision)
+        when = datetime.fromtimestamp(until, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        note = (f"the stable URL moves from embedding space {old} to {package.space} (adopt_space recorded at approval by "
+                f"{package.approved_by or 'unknown'}): vectors stored from space {old} do not match new queries, re-embed them; "
+                f"clients that send X-Clip-Space: {old} are served by {live.endpoint} until {when}")
+        return SpaceDecision("adopt", pointer, live.endpoint, False, note)
+    sibling = kept.get(package.space)
+    pointer = replace(current, spaces={**kept, package.space: new_route}, revision=revision)
+    note = (f"version {package.version} embeds in space {package.space}, not the stable URL's {old}: the stable URL stays on "
+            f"{live.endpoint}; clients that send X-Clip-Space: {package.space} get version {package.version}. Consumers must re-embed "
+            f"stored vectors to adopt it; to move the stable URL, approve a version of that space with metadata adopt_space={package.space}")
+    return SpaceDecision("own", pointer, sibling.endpoint_name if sibling else live.endpoint, sibling is not None, note)
+
+
+@dataclass(frozen=True)
 class Plan:
     action: str  # "promote" | "skip" (notified) | "ignore" (nothing to do and nothing to say: a repeat of an event already handled)
     reason: str
@@ -185,7 +234,7 @@ class Plan:
                 "version": self.version, **self.details}
 
 
-def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, settings: Settings) -> Plan:
+def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, settings: Settings, now: float) -> Plan:
     name = resource_name(config.model_id, package.version)
 
     def skip(reason: str, action: str = "skip") -> Plan:
@@ -194,7 +243,7 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
     if package.group != config.registry.model_package_group:
         return skip(f"package group {package.group} is not {config.model_id}'s ({config.registry.model_package_group})")
     # The workflow's own RecordLive/RecordRejected writes emit state-change events too: those end quietly.
-    if live.endpoint == name:
+    if name in live.pointer.served_endpoints():
         return skip(f"version {package.version} is already serving on {name}", action="ignore")
     if name in live.endpoints:
         # This execution holds the model's lock: an endpoint of this version that does not serve is a leftover
@@ -210,15 +259,35 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
                     "whose gate records what the container will be held to")
     if settings.require_image_digest and (problem := image_digest_problem(package)):
         return skip(problem)
+    if not SPACE_PATTERN.fullmatch(package.space):
+        return skip(f"package {package.arn} records no embedding space (metadata 'space'): register it through the pipeline, whose gate records it")
+    if package.adopt_space and package.adopt_space != package.space:
+        return skip(f"package {package.arn} asks to adopt space {package.adopt_space!r} but embeds in {package.space}: "
+                    "adopt_space must name the package's own space")
     if live.version is not None and package.version < live.version:
         return skip(f"version {package.version} is superseded: version {live.version} is already serving")
+    sibling = live.pointer.spaces.get(package.space)
+    if sibling and sibling.endpoint_name and package.version < sibling.version and not sibling.retired(now):
+        return skip(f"version {package.version} is superseded: version {sibling.version} already serves space {package.space}")
 
+    spaces = decide_space(config, package, live, name, now)
+    still_served = spaces.pointer.served_endpoints()
     previous = live.endpoint
-    retired = endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints)
+    retired = [endpoint for endpoint in endpoints_to_retire(live.endpoints, name, previous, config.endpoint.keep_previous_endpoints)
+               if endpoint not in still_served]  # never an endpoint the pointer will still send traffic to
     smoke_uri = package.model_quality_uri.rsplit("/", 1)[0] + "/smoke_test.json" if package.model_quality_uri else None
+    if spaces.mode == "own":
+        summary = f"promote version {package.version} to {name} for clients that pin space {package.space}: {spaces.note}"
+    else:
+        summary = f"promote version {package.version} to {name}" + (f", replacing {previous}" if previous else " (first deployment)")
+        summary += f": {spaces.note}" if spaces.note else ""
+    seen = live.pointer
+    previous_item = replace(seen, revision=seen.revision + 2)  # a restore is a write too: a plan that saw `seen` fails after it
+    # Every endpoint the pointer sends traffic to has alarms; those it stops sending traffic to lose them.
+    no_longer_served = sorted(seen.served_endpoints() - still_served)
     return Plan(
         "promote",
-        f"promote version {package.version} to {name}" + (f", replacing {previous}" if previous else " (first deployment)"),
+        summary,
         config.model_id,
         package.arn,
         package.version,
@@ -233,20 +302,29 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "role_arn": settings.role_arn,
             "serverless_config": serverless_config(config),
             "pointer_table": settings.pointer_table,
-            "new_pointer": ServingPointer(config.model_id, name, package.version, package.arn).to_item(),
-            "previous_pointer": live.pointer.to_item(),
-            # Compare-and-set: switch only if the pointer still names what this plan saw; restore only if it names ours.
-            "switch_condition_values": {":seen": {"S": live.pointer.endpoint_name}},
-            "restore_condition_values": {":ours": {"S": name}},
+            "new_pointer": spaces.pointer.to_item(),
+            "previous_pointer": previous_item.to_item(),
+            # Compare-and-set on the revision: switch only if the pointer is still what this plan saw (an item
+            # from before revisions: if it still names the endpoint seen); restore only if it is still ours.
+            "switch_condition_values": {":seen": {"N": str(seen.revision)}, ":seen_endpoint": {"S": seen.endpoint_name}},
+            "restore_condition_values": {":ours": {"N": str(spaces.pointer.revision)}},
+            "space": package.space,
+            "space_mode": spaces.mode,
+            "compare_endpoint": spaces.compare_endpoint,
+            "require_agreement": spaces.require_agreement,
+            "min_agreement": config.space_agreement_threshold(),
             "previous_endpoint": previous or "",
             "has_previous_endpoint": bool(previous),
             "alarms": alarm_specs(config, name, settings.topic_arn),
             "alarm_names": alarm_names(config, name),
-            "old_alarm_names": alarm_names(config, previous) if previous else [],
+            "old_alarm_names": [alarm for endpoint in no_longer_served for alarm in alarm_names(config, endpoint)],
+            "has_old_alarms": bool(no_longer_served),
             # Each retired endpoint takes its config, its model and (if it was kept on standby) its standby config.
             "retire_endpoints": [{"name": endpoint, "standby_config_name": f"{endpoint}{STANDBY_SUFFIX}"} for endpoint in retired],
             # After a successful bake the replaced endpoint stays for rollback (unless retired), without provisioned concurrency.
-            "release_provisioned_concurrency": bool(previous) and previous not in retired and standby_config(config) is not None,
+            # (not while it still serves the stable URL: a new version of another space left it there)
+            "release_provisioned_concurrency": (bool(previous) and previous not in retired and previous != spaces.pointer.endpoint_name
+                                                and standby_config(config) is not None),
             "standby_config_name": f"{previous}{STANDBY_SUFFIX}" if previous else "",
             "standby_serverless_config": standby_config(config) or {},
             "smoke_test_uri": smoke_uri or "",

@@ -54,5 +54,27 @@ def evaluate(cases: list[dict], answers: list[object], min_cosine: float) -> Smo
     return SmokeResult(True, f"{len(cases)} requests matched (min cosine {worst:.6f})", worst)
 
 
+def agreement(new_answers: list[object], serving_answers: list[object]) -> float:
+    """The least cosine between two endpoints' answers to the same requests (0 where one is not an embedding)."""
+    worst = 1.0
+    for new, serving in zip(new_answers, serving_answers, strict=True):
+        if not (isinstance(new, list) and isinstance(serving, list) and len(new) == len(serving)):
+            return 0.0
+        worst = min(worst, cosine(new, serving))
+    return worst
+
+
+def judge_agreement(result: SmokeResult, measured: float, required: bool, min_agreement: float, serving: str) -> SmokeResult:
+    """The embedding-space gate (issue 17): an endpoint that declares the space of the one it replaces
+    must embed like it; one of another space only reports how far apart they are."""
+    if not result.passed:
+        return result
+    said = f"; agreement with {serving}: min cosine {measured:.6f}"
+    if required and measured < min_agreement:
+        return SmokeResult(False, f"declares the embedding space of {serving} but agrees with it only to min cosine {measured:.6f} "
+                                  f"(under {min_agreement:.6f}): its vectors would not match stored ones", result.min_cosine)
+    return SmokeResult(True, result.reason + said, result.min_cosine)
+
+
 def dumps(cases: list[dict]) -> str:
     return json.dumps({"format_version": 1, "cases": cases})

@@ -2,10 +2,13 @@
 
 Happy path: Plan -> CreateModel -> CreateEndpointConfig (serverless) -> CreateEndpoint (a new
 endpoint per version: blue/green, the previous one keeps serving) -> poll DescribeEndpoint in a
-bounded Wait/Choice loop -> SmokeTest (Lambda: real invocations vs reference embeddings) ->
-SwitchTraffic (a conditional PutItem on the model's serving pointer: compare-and-set against the
-endpoint the plan saw) -> PutAlarms -> Bake (wait, then any alarm in ALARM fails the promotion) ->
-DeleteOldAlarms -> RetireEndpoints (beyond the number kept for rollback) -> RecordLive -> notify.
+bounded Wait/Choice loop -> SmokeTest (Lambda: real invocations vs reference embeddings, and vs
+the endpoint of the same embedding space that it replaces) -> SwitchTraffic (a conditional PutItem
+on the model's serving pointer: compare-and-set against the revision the plan saw; the plan
+decides whether the stable URL moves or only clients pinning a new space get the new endpoint) ->
+PutAlarms -> Bake (wait, then any alarm in ALARM fails the promotion) -> DeleteOldAlarms (of
+endpoints no longer served) -> RetireEndpoints (beyond the number kept for rollback, never one the
+pointer serves) -> RecordLive -> notify.
 Any failure: RestorePrevious (if traffic was switched) -> DeleteNewAlarms -> delete the new
 endpoint, config and model -> RecordRejected on the model package -> notify SNS with the reason.
 If the restore itself fails, nothing is deleted: both endpoints stay, and SNS says a person must act.
@@ -163,7 +166,7 @@ def build_definition() -> dict:
         "RestorePrevious",
         resource=optimised("dynamodb:putItem"),
         parameters={"TableName.$": "$.plan.pointer_table", "Item.$": "$.plan.previous_pointer",
-                    "ConditionExpression": "endpoint_name = :ours", "ExpressionAttributeValues.$": "$.plan.restore_condition_values"},
+                    "ConditionExpression": "revision = :ours", "ExpressionAttributeValues.$": "$.plan.restore_condition_values"},
         result_path=None,
     )
     _retry(restore_previous, DYNAMODB_TRANSIENT, attempts=5)
@@ -186,7 +189,9 @@ def build_definition() -> dict:
         "RecordLive",
         resource=sdk("sagemaker", "updateModelPackage"),
         parameters={"ModelPackageArn.$": "$.plan.package_arn",
-                    "CustomerMetadataProperties": {"promotion": "live", "endpoint_name.$": "$.plan.endpoint_name", "approved_by.$": "$.plan.approved_by"}},
+                    "CustomerMetadataProperties": {"promotion": "live", "endpoint_name.$": "$.plan.endpoint_name", "approved_by.$": "$.plan.approved_by",
+                                                   # "stable" or "adopt": serves the stable URL; "own": only clients that pin its space
+                                                   "serving.$": "$.plan.space_mode"}},
         result_path=None,
     )
     _retry(record_live, SAGEMAKER_SDK_TRANSIENT)
@@ -239,8 +244,8 @@ def build_definition() -> dict:
     delete_old_alarms.add_catch(Catch(error_equals=ALL_ERRORS, next_step=releases_capacity, result_path="$.alarm_cleanup_error"))
     delete_old_alarms.next(releases_capacity)
     has_old_alarms = Choice("HasOldAlarms")
-    has_old_alarms.add_choice(ChoiceRule.BooleanEquals("$.plan.has_previous_endpoint", True), delete_old_alarms)
-    has_old_alarms.default_choice(retire)
+    has_old_alarms.add_choice(ChoiceRule.BooleanEquals("$.plan.has_old_alarms", True), delete_old_alarms)
+    has_old_alarms.default_choice(releases_capacity)
 
     alarm_fired = _failure("AlarmDuringBake", "AlarmDuringBake", cause="an alarm of the new endpoint fired during the bake period")
     alarm_fired.next(restore_previous)
@@ -300,7 +305,8 @@ def build_definition() -> dict:
         "SwitchTraffic",
         resource=optimised("dynamodb:putItem"),
         parameters={"TableName.$": "$.plan.pointer_table", "Item.$": "$.plan.new_pointer",
-                    "ConditionExpression": "attribute_not_exists(model_id) OR endpoint_name = :seen",
+                    "ConditionExpression": ("attribute_not_exists(model_id) OR revision = :seen"
+                                            " OR (attribute_not_exists(revision) AND endpoint_name = :seen_endpoint)"),
                     "ExpressionAttributeValues.$": "$.plan.switch_condition_values"},
         result_path=None,
     )
@@ -323,6 +329,9 @@ def build_definition() -> dict:
                 "version.$": "$.plan.version",
                 "smoke_test_uri.$": "$.plan.smoke_test_uri",
                 "min_cosine.$": "$.plan.smoke_min_cosine",
+                "compare_endpoint.$": "$.plan.compare_endpoint",
+                "require_agreement.$": "$.plan.require_agreement",
+                "min_agreement.$": "$.plan.min_agreement",
             },
         },
         result_selector={"passed.$": "$.Payload.passed", "reason.$": "$.Payload.reason"},

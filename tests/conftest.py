@@ -16,6 +16,13 @@ TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def moto_behaves_like_aws_where_we_depend_on_it():
+    from local_mode import moto_fixes
+
+    moto_fixes.apply()
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     return load_model_config("clip-tiny")

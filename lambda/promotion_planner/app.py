@@ -76,6 +76,7 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
     package = sagemaker.describe_model_package(ModelPackageName=arn)
     container = package["InferenceSpecification"]["Containers"][0]
     quality = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+    metadata = package.get("CustomerMetadataProperties", {})
     return PackageInfo(
         arn=package["ModelPackageArn"],
         group=package["ModelPackageGroupName"],
@@ -90,6 +91,8 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
         registered_by=principal_of(package.get("CreatedBy", {}).get("IamIdentity", {}).get("Arn", "")),
         approved_by=(principal_of(package.get("LastModifiedBy", {}).get("IamIdentity", {}).get("Arn", ""))
                      or package.get("LastModifiedBy", {}).get("UserProfileName", "")),
+        space=metadata.get("space", ""),
+        adopt_space=metadata.get("adopt_space", ""),
     )
 
 
@@ -122,7 +125,7 @@ def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings
     else:
         try:
             live = read_live_state(dynamodb, sagemaker, config, settings.pointer_table)
-            plan = plan_promotion(config, package, live, settings).to_dict()
+            plan = plan_promotion(config, package, live, settings, clock).to_dict()
         except Exception:
             lock.release(dynamodb, settings.pointer_table, config.model_id, execution_id)  # the workflow's failure path has no lock to release
             raise

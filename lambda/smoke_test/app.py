@@ -1,6 +1,8 @@
 """Smoke-test Lambda: replay the validated requests against the new endpoint and compare embeddings.
 
-Input: {"endpoint_name", "model_id", "version", "smoke_test_uri", "min_cosine"}.
+Input: {"endpoint_name", "model_id", "version", "smoke_test_uri", "min_cosine", "compare_endpoint",
+"require_agreement", "min_agreement"}: with a compare_endpoint, the same requests go to it too and
+the two endpoints' embeddings are compared (the embedding-space gate, promotion/smoke.py).
 Output: {"passed": bool, "reason": str, "min_cosine": float}: a failed comparison is a result,
 not an error, so the workflow can say why it rolled back.
 """
@@ -27,6 +29,9 @@ class SmokeTestRequest(BaseModel):
     version: int
     smoke_test_uri: str
     min_cosine: float
+    compare_endpoint: str = ""
+    require_agreement: bool = False
+    min_agreement: float = 0.99
 
 
 def load_cases(s3, uri: str) -> list[dict]:
@@ -41,15 +46,37 @@ def run_smoke_test(request: SmokeTestRequest, s3, runtime) -> smoke.SmokeResult:
         cases = load_cases(s3, request.smoke_test_uri)
     except (ClientError, BotoCoreError, ValueError, KeyError) as error:
         return smoke.SmokeResult(False, f"could not read the smoke-test references: {type(error).__name__}", 0.0)
+    try:
+        answers = _answers(runtime, request.endpoint_name, cases)
+    except _Failed as failed:
+        return smoke.SmokeResult(False, str(failed), 0.0)
+    result = smoke.evaluate(cases, answers, request.min_cosine)
+    if not request.compare_endpoint or not result.passed:
+        return result
+    try:
+        serving = _answers(runtime, request.compare_endpoint, cases)
+    except _Failed as failed:  # the serving endpoint failing says nothing against the new one, unless agreement is required
+        if request.require_agreement:
+            return smoke.SmokeResult(False, f"could not compare with {request.compare_endpoint}: {failed}", result.min_cosine)
+        return smoke.SmokeResult(True, f"{result.reason}; not compared with {request.compare_endpoint}: {failed}", result.min_cosine)
+    measured = smoke.agreement(answers, serving)
+    return smoke.judge_agreement(result, measured, request.require_agreement, request.min_agreement, request.compare_endpoint)
+
+
+class _Failed(Exception):
+    pass
+
+
+def _answers(runtime, endpoint: str, cases: list[dict]) -> list:
     answers = []
     for index, case in enumerate(cases):
         try:
-            response = runtime.invoke_endpoint(EndpointName=request.endpoint_name, ContentType="application/json",
+            response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
                                                Accept="application/json", Body=json.dumps(case["request"]))
             answers.append(json.loads(response["Body"].read()))
         except (ClientError, BotoCoreError, ValueError) as error:
-            return smoke.SmokeResult(False, f"request {index} failed: {type(error).__name__}: {str(error)[:200]}", 0.0)
-    return smoke.evaluate(cases, answers, request.min_cosine)
+            raise _Failed(f"request {index} to {endpoint} failed: {type(error).__name__}: {str(error)[:200]}") from None
+    return answers
 
 
 @logger.inject_lambda_context

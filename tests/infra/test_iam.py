@@ -210,10 +210,10 @@ def workflow_inputs(deployment) -> list[dict]:
             package = PackageInfo(package_arn, group, version, "Approved", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32,
                                   f"s3://{bucket}/clip-embedding-api/pipelines/{config.model_id}/run/model.tar.gz",
                                   f"s3://{bucket}/clip-embedding-api/pipelines/{config.model_id}/run/evaluation/model_quality.json",
-                                  container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32})
+                                  container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32}, space="0123456789ab")
             existing = tuple(resource_name(config.model_id, v) for v in range(1, previous + 1))
             live = _live_state(config.model_id, existing[-1] if existing else "", previous, ip.arn("sagemaker", f"model-package/{group}/{previous}"), existing)
-            plan = plan_promotion(config, package, live, settings).to_dict()
+            plan = plan_promotion(config, package, live, settings, 1_800_000_000).to_dict()
             assert plan["action"] == "promote", plan
             plan.update(lock_key=lock_key(config.model_id), lock_owner_values={":me": {"S": "the-execution"}},
                         planned_at="2026-01-01T00:00:00+00:00")  # as the planner adds them

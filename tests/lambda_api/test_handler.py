@@ -31,9 +31,9 @@ def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b
 
     module, runtime, set_pointer = api
     package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved", "img", "s3://b/m.tar.gz",
-                          container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32})
+                          container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32}, space="0123456789ab")
     live = LiveState(ServingPointer("clip-vit-b-32", "clip-clip-vit-b-32-v3", 3))
-    plan = plan_promotion(b32_config, package, live, Settings("r", "t")).to_dict()
+    plan = plan_promotion(b32_config, package, live, Settings("r", "t"), 1_800_000_000).to_dict()
     written = ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"])
     set_pointer(written.model_id, written.endpoint_name, written.version)
     expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a photo of a dog"})

@@ -29,6 +29,9 @@ API_FUNCTION = "clip-embedding-api-clip-tiny"
 VALIDATED_DIGEST = "ab" * 32  # what the pipeline's gate records for the container to check
 
 
+SPACE_A, SPACE_B = "aaaaaaaaaaaa", "bbbbbbbbbbbb"  # two embedding spaces (inference_code.manifest.embedding_space)
+
+
 def _zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -55,7 +58,9 @@ class PromotionWorld:
     topic_arn: str
     dynamodb: object
 
-    def register_version(self, approve: bool = True) -> str:
+    def register_version(self, approve: bool = True, space: str = SPACE_A, adopt_space: str | None = None) -> str:
+        """A package as the pipeline registers it (its gate's `space` recorded); approved in the registry,
+        with `adopt_space` recorded at approval when given."""
         arn = self.sagemaker.create_model_package(
             ModelPackageGroupName="clip-tiny",
             ModelPackageDescription="test",
@@ -68,10 +73,12 @@ class PromotionWorld:
             },
             ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": "s3://clip-test-bucket/run/evaluation/model_quality.json"}}},
             ModelApprovalStatus="PendingManualApproval",
+            CustomerMetadataProperties={"space": space},
         )["ModelPackageArn"]
         if approve:
             time.sleep(0.01)  # an approval comes after the registration (moto's timestamps are in milliseconds)
-            self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+            recorded = {"CustomerMetadataProperties": {"adopt_space": adopt_space}} if adopt_space else {}
+            self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", **recorded)
         return arn
 
     def event_for(self, package_arn: str) -> dict:

@@ -40,7 +40,9 @@ def test_asl_shape():
     assert states["EndpointReady"]["Choices"][-1]["NumericGreaterThanEqualsPath"] == "$.plan.max_polls"  # bounded loop
     switch = states["SwitchTraffic"]
     assert switch["Resource"] == "arn:${Partition}:states:::dynamodb:putItem"  # the serving pointer, never a function's environment
-    assert switch["Parameters"]["ConditionExpression"] == "attribute_not_exists(model_id) OR endpoint_name = :seen"
+    assert switch["Parameters"]["ConditionExpression"] == (
+        "attribute_not_exists(model_id) OR revision = :seen OR (attribute_not_exists(revision) AND endpoint_name = :seen_endpoint)")
+    assert states["RestorePrevious"]["Parameters"]["ConditionExpression"] == "revision = :ours"
     assert all(s.get("Resource", "").startswith("arn:${Partition}:states:::") for s in _tasks(asl))
     assert "ResultSelector" in states["DescribeEndpoint"]  # no raw timestamps in the execution state
     for name, state in states.items():

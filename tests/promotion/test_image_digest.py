@@ -7,20 +7,20 @@ import dataclasses
 import pytest
 
 from promotion.plan import plan_promotion
-from tests.promotion.test_plan import SETTINGS, live, package
+from tests.promotion.test_plan import NOW, SETTINGS, live, package
 
 REPOSITORY = "111122223333.dkr.ecr.us-east-1.amazonaws.com/clip-embedding-api-serve"
 
 
 @pytest.mark.parametrize("image", [f"{REPOSITORY}:abc1234", f"{REPOSITORY}:latest", f"{REPOSITORY}@sha256:abc", f"{REPOSITORY}", ""])
 def test_a_package_whose_image_is_a_tag_is_refused(b32_config, image):
-    plan = plan_promotion(b32_config, dataclasses.replace(package(), image=image), live(), SETTINGS)
+    plan = plan_promotion(b32_config, dataclasses.replace(package(), image=image), live(), SETTINGS, NOW)
     assert plan.action == "skip" and "by tag, not by digest" in plan.reason
 
 
 def test_a_package_pinned_by_digest_is_promoted_with_that_digest(b32_config):
     pinned = f"{REPOSITORY}@sha256:" + "0f" * 32
-    plan = plan_promotion(b32_config, dataclasses.replace(package(), image=pinned), live(), SETTINGS)
+    plan = plan_promotion(b32_config, dataclasses.replace(package(), image=pinned), live(), SETTINGS, NOW)
     assert plan.action == "promote" and plan.details["image"] == pinned
 
 

@@ -14,15 +14,17 @@ from promotion.plan import (
     resource_name,
     serverless_config,
 )
-from promotion.pointer import ServingPointer
+from promotion.pointer import ServingPointer, SpaceRoute
 
+NOW = 1_800_000_000  # 2027-01-15
+SPACE = "0123456789ab"
 SETTINGS = Settings(role_arn="arn:aws:iam::1:role/sm", topic_arn="arn:aws:sns:us-east-1:1:t", poll_seconds=30, max_polls=40, bake_seconds=300)
 
 
 def package(version=2, status="Approved", group="clip-vit-b-32"):
     return PackageInfo(arn=f"arn:aws:sagemaker:us-east-1:1:model-package/{group}/{version}", group=group, version=version,
                        approval_status=status, image="1.dkr.ecr.us-east-1.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32, model_data_url="s3://b/model.tar.gz",
-                       model_quality_uri="s3://b/run/evaluation/model_quality.json", container_environment={"CLIP_API_MANIFEST_SHA256": "cd" * 32})
+                       model_quality_uri="s3://b/run/evaluation/model_quality.json", container_environment={"CLIP_API_MANIFEST_SHA256": "cd" * 32}, space=SPACE)
 
 
 def live(endpoint="", version=None, endpoints=()):
@@ -41,13 +43,17 @@ def test_serverless_config_from_the_model_config(b32_config):
 
 
 def test_first_deployment_plan(b32_config):
-    plan = plan_promotion(b32_config, package(1), live(), SETTINGS).to_dict()
+    plan = plan_promotion(b32_config, package(1), live(), SETTINGS, NOW).to_dict()
     assert plan["action"] == "promote" and "first deployment" in plan["reason"]
     assert plan["endpoint_name"] == plan["model_name"] == plan["endpoint_config_name"] == "clip-clip-vit-b-32-v1"
     assert ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"]) == ServingPointer(
-        "clip-vit-b-32", "clip-clip-vit-b-32-v1", 1, "arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/1")
+        "clip-vit-b-32", "clip-clip-vit-b-32-v1", 1, "arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/1", SPACE,
+        {SPACE: SpaceRoute("clip-clip-vit-b-32-v1", 1)}, revision=1)
     assert plan["previous_pointer"]["endpoint_name"] == {"S": ""}  # a rollback leaves nothing serving, as before
-    assert plan["switch_condition_values"] == {":seen": {"S": ""}} and plan["restore_condition_values"] == {":ours": {"S": "clip-clip-vit-b-32-v1"}}
+    assert plan["previous_pointer"]["revision"] == {"N": "2"}  # ... and is a write of its own: a plan that saw 0 or 1 fails after it
+    assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": ""}}
+    assert plan["restore_condition_values"] == {":ours": {"N": "1"}}
+    assert plan["compare_endpoint"] == "" and plan["space_mode"] == "stable"
     assert plan["old_alarm_names"] == [] and plan["has_previous_endpoint"] is False and plan["retire_endpoints"] == []
     assert plan["smoke_test_uri"] == "s3://b/run/evaluation/smoke_test.json"
     assert len(plan["alarms"]) == 5 and plan["alarm_names"] == [a["AlarmName"] for a in plan["alarms"]]
@@ -55,11 +61,14 @@ def test_first_deployment_plan(b32_config):
 
 def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
     current = "clip-clip-vit-b-32-v1"
-    plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS).to_dict()
+    plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()
     assert plan["action"] == "promote" and plan["previous_endpoint"] == current
     assert ServingPointer.from_item("clip-vit-b-32", plan["previous_pointer"]).endpoint_name == current
-    assert plan["switch_condition_values"] == {":seen": {"S": current}}  # compare-and-set against what the plan saw
-    assert plan["old_alarm_names"][0].startswith(current)
+    # compare-and-set against what the plan saw (an item from before revisions: its endpoint)
+    assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": current}}
+    assert plan["old_alarm_names"][0].startswith(current) and plan["has_old_alarms"] is True
+    # the pointer recorded no space: the new endpoint must agree with the one it replaces
+    assert (plan["compare_endpoint"], plan["require_agreement"], plan["space_mode"]) == (current, True, "stable")
 
 
 @pytest.mark.parametrize(
@@ -73,7 +82,7 @@ def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
     ],
 )
 def test_skips(b32_config, pkg, state, reason):
-    plan = plan_promotion(b32_config, pkg, state, SETTINGS)
+    plan = plan_promotion(b32_config, pkg, state, SETTINGS, NOW)
     assert plan.action == "skip" and reason in plan.reason
 
 
@@ -85,7 +94,7 @@ def test_skips(b32_config, pkg, state, reason):
 )
 def test_repeats_of_handled_events_are_ignored_quietly(b32_config, pkg, state, reason):
     """RecordLive's own UpdateModelPackage emits another approval event: it must not mail anyone."""
-    plan = plan_promotion(b32_config, pkg, state, SETTINGS)
+    plan = plan_promotion(b32_config, pkg, state, SETTINGS, NOW)
     assert plan.action == "ignore" and reason in plan.reason
 
 
@@ -116,13 +125,13 @@ def test_alarm_thresholds_come_from_config_in_cloudwatch_units(b32_config):
 
 def test_a_replaced_endpoint_gives_up_its_provisioned_concurrency(b32_config):
     current = "clip-clip-vit-b-32-v1"
-    first = plan_promotion(b32_config, package(1), live(), SETTINGS).to_dict()
+    first = plan_promotion(b32_config, package(1), live(), SETTINGS, NOW).to_dict()
     assert first["release_provisioned_concurrency"] is False  # nothing replaced
-    plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS).to_dict()
+    plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()
     assert plan["release_provisioned_concurrency"] is True and plan["standby_config_name"] == f"{current}-sb"
     assert plan["standby_serverless_config"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 20}
     without = b32_config.model_copy(update={"endpoint": b32_config.endpoint.model_copy(update={"provisioned_concurrency": None})})
-    assert plan_promotion(without, package(2), live(current, 1, [current]), SETTINGS).to_dict()["release_provisioned_concurrency"] is False
+    assert plan_promotion(without, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()["release_provisioned_concurrency"] is False
 
 
 def test_names_leave_room_for_the_standby_suffix():
@@ -144,7 +153,7 @@ def test_an_approval_must_come_from_the_registry(b32_config, modified, registere
     from dataclasses import replace
 
     pkg = replace(package(2), modified_after_registration=modified, registered_by=registered_by, approved_by=approved_by)
-    plan = plan_promotion(b32_config, pkg, live(), SETTINGS)
+    plan = plan_promotion(b32_config, pkg, live(), SETTINGS, NOW)
     if refused:
         assert plan.action == "skip" and refused in plan.reason
     else:
@@ -157,9 +166,9 @@ def test_a_package_without_the_validated_manifest_digest_is_not_promoted(b32_con
     from dataclasses import replace
 
     for environment in ({}, {"CLIP_API_MANIFEST_SHA256": "not-a-digest"}):
-        plan = plan_promotion(b32_config, replace(package(2), container_environment=environment), live(), SETTINGS)
+        plan = plan_promotion(b32_config, replace(package(2), container_environment=environment), live(), SETTINGS, NOW)
         assert plan.action == "skip" and "validated manifest digest" in plan.reason
-    plan = plan_promotion(b32_config, package(2), live(), SETTINGS).to_dict()
+    plan = plan_promotion(b32_config, package(2), live(), SETTINGS, NOW).to_dict()
     assert plan["container_environment"] == {"CLIP_API_MANIFEST_SHA256": "cd" * 32}  # CreateModel passes it on
 
 
@@ -168,7 +177,7 @@ def test_a_previous_endpoint_about_to_be_retired_keeps_its_configuration(b32_con
     """With keep_previous_endpoints=0 the replaced endpoint is deleted in the same run: moving it to a standby config would race that."""
     current = "clip-clip-vit-b-32-v1"
     keep_none = b32_config.model_copy(update={"endpoint": b32_config.endpoint.model_copy(update={"keep_previous_endpoints": 0})})
-    plan = plan_promotion(keep_none, package(2), live(current, 1, [current]), SETTINGS).to_dict()
+    plan = plan_promotion(keep_none, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()
     assert [r["name"] for r in plan["retire_endpoints"]] == [current] and plan["release_provisioned_concurrency"] is False
 
 
@@ -176,5 +185,5 @@ def test_only_the_validated_digest_reaches_the_container(b32_config):
     from dataclasses import replace
 
     smuggled = {"CLIP_API_MANIFEST_SHA256": "cd" * 32, "LD_PRELOAD": "/tmp/x.so", "OMP_NUM_THREADS": "64"}
-    plan = plan_promotion(b32_config, replace(package(2), container_environment=smuggled), live(), SETTINGS).to_dict()
+    plan = plan_promotion(b32_config, replace(package(2), container_environment=smuggled), live(), SETTINGS, NOW).to_dict()
     assert plan["container_environment"] == {"CLIP_API_MANIFEST_SHA256": "cd" * 32}

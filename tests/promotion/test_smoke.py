@@ -74,7 +74,7 @@ def test_smoke_lambda_reports_endpoint_errors(references):
     with Stubber(runtime) as stub:
         stub.add_client_error("invoke_endpoint", service_error_code="ModelError", service_message="container crashed", http_status_code=424)
         result = run_smoke_test(REQUEST, references, runtime)
-    assert not result.passed and "request 0 failed: ModelError" in result.reason and "container crashed" in result.reason
+    assert not result.passed and "request 0 to " in result.reason and "failed: ModelError" in result.reason and "container crashed" in result.reason
 
 
 def test_smoke_lambda_without_references(moto_aws):
