@@ -50,12 +50,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from clip_api.model_config import load_model_config
     from inference_code.artifact import open_artifact
-    from inference_code.manifest import load_manifest
+    from inference_code.manifest import ArtifactIntegrityError, load_manifest
     from model_build.validate import validate_artifact
 
     artifact_dir = open_artifact(args.artifact)
-    config = load_model_config(args.model_id or load_manifest(artifact_dir).model_id)
-    result = validate_artifact(artifact_dir, config, golden_file=Path(args.golden) if args.golden else None)
+    try:
+        config = load_model_config(args.model_id or load_manifest(artifact_dir).model_id)
+        result = validate_artifact(artifact_dir, config, golden_file=Path(args.golden) if args.golden else None)
+    except ArtifactIntegrityError as exc:  # e.g. a recorded embedding space that its manifest's fields do not give
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result.write(Path(args.report))
     verdict = result.report["verdict"]
     print(json.dumps({"passed": verdict["passed"], "reasons": verdict["reasons"], "report": args.report}, indent=2))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clip_api.cli import main
-from inference_code.manifest import MANIFEST_FILE, load_manifest, sha256_file
+from inference_code.manifest import MANIFEST_FILE, ArtifactIntegrityError, Manifest, load_manifest, sha256_file
 from model_build.golden import GoldenReferences, golden_path
 from model_build.validate import validate_artifact
 
@@ -31,12 +31,14 @@ def copy_artifact(package, tmp_path):
 
 
 def rewrite_manifest(directory, changes: dict[tuple[str, ...], object]) -> None:
+    """Change manifest fields as a packager would: the recorded embedding space is recomputed, so the manifest stays consistent."""
     data = json.loads((directory / MANIFEST_FILE).read_text())
     for (*parents, leaf), value in changes.items():
         node = data
         for key in parents:
             node = node[key]
         node[leaf] = value
+    data["space"] = Manifest.from_dict({**data, "space": ""}).space
     (directory / MANIFEST_FILE).write_text(json.dumps(data))
 
 
@@ -115,6 +117,18 @@ def test_tampered_artifact_fails_its_file_check(tiny_fp32, tiny_config, tmp_path
     with open(artifact / "code" / "requirements.txt", "a") as handle:
         handle.write("evil-package\n")
     assert any("sha256" in r for r in reasons_of(validate_artifact(artifact, tiny_config)))
+
+
+def test_a_manifest_claiming_another_space_is_refused_by_the_gate(tiny_fp32, tiny_config, tmp_path, capsys):
+    """New normalisation constants under the old space id: the gate refuses to read the manifest, and registers nothing."""
+    artifact = copy_artifact(tiny_fp32, tmp_path)
+    data = json.loads((artifact / MANIFEST_FILE).read_text())
+    data["preprocess"]["mean"] = [0.485, 0.456, 0.406]
+    (artifact / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArtifactIntegrityError, match="embedding space"):
+        validate_artifact(artifact, tiny_config)
+    assert main(["validate", str(artifact), "--report", str(tmp_path / "report.json")]) == 2
+    assert "embedding space" in capsys.readouterr().err and not (tmp_path / "report.json").exists()
 
 
 def test_int8_held_to_a_threshold_it_cannot_meet(tiny_int8, tiny_config):
