@@ -93,3 +93,39 @@ def test_validation_writes_smoke_references_that_its_artifact_passes(tiny_fp32, 
         client = EndpointClient(module, tiny_fp32.directory)
         answers = [client.invoke(case["request"]).tolist() for case in cases]
     assert smoke.evaluate(cases, answers, 0.99999).passed
+
+
+TILTED = [[0.99, math.sqrt(1 - 0.99**2), 0.0], [0.0, 1.0, 0.0]]  # the first answer 0.99 away from the validated one
+
+
+def _compared(references, serving_answers, require: bool, serving_error: bool = False):
+    """The new endpoint answers exactly as validated; the serving one as given (or fails)."""
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    request = REQUEST.model_copy(update={"compare_endpoint": "clip-clip-tiny-v0", "require_agreement": require, "min_agreement": 0.992})
+    with Stubber(runtime) as stub:
+        for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
+            stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json",
+                                                                          "Accept": "application/json", "Body": json.dumps(case["request"])})
+        if serving_error:
+            stub.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424)
+        else:
+            for case, answer in zip(CASES, serving_answers):
+                stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-clip-tiny-v0", "ContentType": "application/json",
+                                                                              "Accept": "application/json", "Body": json.dumps(case["request"])})
+        result = run_smoke_test(request, references, runtime)
+        stub.assert_no_pending_responses()
+    return result
+
+
+def test_a_version_declaring_the_serving_space_must_embed_like_the_serving_endpoint(references):
+    agreeing = _compared(references, [UNIT, [0.0, 1.0, 0.0]], require=True)
+    assert agreeing.passed and "agreement with clip-clip-tiny-v0: min cosine 1.000000" in agreeing.reason
+    disagreeing = _compared(references, TILTED, require=True)
+    assert not disagreeing.passed and "declares the embedding space of clip-clip-tiny-v0" in disagreeing.reason and "0.990000" in disagreeing.reason
+
+
+def test_a_version_of_another_space_only_reports_the_agreement(references):
+    result = _compared(references, TILTED, require=False)
+    assert result.passed and "min cosine 0.990000" in result.reason
+    assert _compared(references, None, require=False, serving_error=True).passed  # the old endpoint failing is no fault of the new one
+    assert not _compared(references, None, require=True, serving_error=True).passed
