@@ -30,7 +30,8 @@ def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b
     from promotion.pointer import ServingPointer
 
     module, runtime, set_pointer = api
-    package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved", "img", "s3://b/m.tar.gz",
+    package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved",
+                          "1.dkr.ecr.us-east-1.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32, "s3://b/m.tar.gz",
                           container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32}, space="0123456789ab")
     live = LiveState(ServingPointer("clip-vit-b-32", "clip-clip-vit-b-32-v3", 3))
     plan = plan_promotion(b32_config, package, live, Settings("r", "t"), 1_800_000_000).to_dict()
