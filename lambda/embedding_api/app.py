@@ -34,7 +34,7 @@ from embedding_api.image_header import ACCEPTED_FORMATS, read_header
 from embedding_api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 from inference_code.contract import RequestLimits, check_text, decode_image
 from inference_code.errors import RequestError
-from promotion.pointer import TABLE_ENV
+from promotion.pointer import SPACE_PATTERN, TABLE_ENV
 
 NAMESPACE = "ClipEmbeddingApi"
 SERVICE = "clip-embedding-api"
@@ -102,7 +102,10 @@ def parse_request_json(text: str):
     return value
 
 
-app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin=_cors_origin, max_age=600) if _cors_origin else None,
+SPACE_HEADER = "X-Clip-Space"  # names the embedding space of a response, and pins one in a request
+_CORS = CORSConfig(allow_origin=_cors_origin, max_age=600, allow_headers=[SPACE_HEADER],
+                   expose_headers=[SPACE_HEADER, "X-Clip-Model", "X-Clip-Version", "X-Clip-Truncated"]) if _cors_origin else None
+app = APIGatewayRestResolver(enable_validation=True, cors=_CORS,
                              json_body_deserializer=parse_request_json)
 
 
@@ -130,7 +133,6 @@ class Clients:
         return cls.runtimes[read_timeout_s]
 
 
-SPACE_HEADER = "X-Clip-Space"
 SPACE_DESCRIPTION = ("the embedding space of the answering model (12 hex characters): store it with your vectors; "
                      "vectors of different spaces must not be compared. fp32 and int8 builds of the same weights share a space")
 SERVED_HEADERS = {
@@ -151,7 +153,9 @@ ERROR_RESPONSES = {
     status: {"description": description, "content": {"application/json": {"model": ErrorBody}},
              "headers": {SPACE_HEADER: {"description": "the embedding space, when the request reached a model", "schema": {"type": "string"}}}}
     for status, description in {
-        400: "bad input", 413: "too large (the serverless payload limit is 4 MB)", 415: "not application/json",
+        400: "bad input", 409: "space_unavailable: no version of the pinned embedding space is served (the message names those that are)",
+        410: "space_retired: the pinned embedding space's grace period has ended; re-embed in an available one",
+        413: "too large (the serverless payload limit is 4 MB)", 415: "not application/json",
         429: "throttled (Retry-After)", 502: "the model failed", 503: "no serving version or cold start (Retry-After)", 504: "timeout",
     }.items()
 }
@@ -270,9 +274,9 @@ def _check_items(request: EmbeddingRequest, config: ModelConfig) -> int:
 
 
 @tracer.capture_method(capture_response=False)  # the response is the embedding: user-derived data stays out of X-Ray
-def _embed(config: ModelConfig, body: bytes) -> tuple[bytes, dict]:
+def _embed(config: ModelConfig, body: bytes, space: str | None = None) -> tuple[bytes, dict]:
     _set_model(config.model_id)
-    endpoint = Clients.endpoints().endpoint_for(config.model_id)
+    endpoint = Clients.endpoints().endpoint_for(config.model_id, space)
     started = _Request.started or time.monotonic()
 
     def remaining_ms() -> float:
@@ -283,6 +287,17 @@ def _embed(config: ModelConfig, body: bytes) -> tuple[bytes, dict]:
     parsed = parse_attributes(attributes)
     _Request.space = parsed.get("space", "")
     return result, parsed
+
+
+def _pinned_space(from_body: str | None) -> str | None:
+    """The space a request pins (the X-Clip-Space header or the body's `space`), checked; None: the stable URL's."""
+    from_header = app.current_event.get_header_value(SPACE_HEADER, case_sensitive=False)
+    if from_header is not None and from_body is not None and from_header.strip() != from_body:
+        raise ApiError(400, "space_conflict", f"the {SPACE_HEADER} header and the body's 'space' name different spaces; send one")
+    space = from_body if from_body is not None else (from_header.strip() if from_header is not None else None)
+    if space is not None and not SPACE_PATTERN.fullmatch(space):
+        raise ApiError(400, "invalid_space", f"a space is 12 lowercase hex characters, as {SPACE_HEADER} reports it")
+    return space
 
 
 def _served_headers(attributes: dict) -> dict:
@@ -300,7 +315,10 @@ def _register_model_route(config: ModelConfig) -> None:
         _set_model(config.model_id)
         _check_transport(limits)
         metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(body, config))
-        result, attributes = _embed(config, (app.current_event.body or "").encode())
+        space = _pinned_space(body.space)
+        # the container's contract has no `space`: a body that names one is sent without it
+        forwarded = body.model_dump_json(exclude_none=True, exclude={"space"}).encode() if body.space is not None else (app.current_event.body or "").encode()
+        result, attributes = _embed(config, forwarded, space)
         return Response(status_code=200, content_type="application/json", body=result.decode(), headers=_served_headers(attributes))
 
     embed.__name__ = f"embed_{config.route.replace('-', '_')}"
@@ -335,7 +353,7 @@ def openai_embeddings(body: OpenAIEmbeddingRequest):  # no return annotation: th
     else:
         request = EmbeddingRequest(images=[item.image for item in items])
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(request, config))
-    result, attributes = _embed(config, request.model_dump_json(exclude_none=True).encode())
+    result, attributes = _embed(config, request.model_dump_json(exclude_none=True).encode(), _pinned_space(body.space))
     vectors = json.loads(result)
     answer = OpenAIEmbeddingList(data=[EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors)], model=config.model_id,
                                  space=attributes.get("space", ""))
@@ -383,5 +401,10 @@ def openapi_spec() -> dict:
         description="Send JSON with Content-Type: application/json and your API key in x-api-key.",
     ))
     spec["components"]["securitySchemes"] = {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
+    pin = {"name": SPACE_HEADER, "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+           "description": "pin an embedding space: answered by a version of that space while one is served (409/410 otherwise)"}
+    for operation in (path.get("post") for path in spec["paths"].values()):
+        if operation is not None:
+            operation.setdefault("parameters", []).append(pin)
     spec["security"] = [{"apiKey": []}]
     return spec

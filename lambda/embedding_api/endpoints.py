@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from botocore.config import Config
 
 from embedding_api.errors import ApiError, from_endpoint_error, is_retryable, not_configured
-from promotion.pointer import read_pointer
+from promotion.pointer import ServingPointer, read_pointer, route_space
 
 API_GATEWAY_BUDGET_MS = 29_000
 SAFETY_MARGIN_MS = 1_500  # time kept to answer after the last attempt
@@ -47,23 +47,35 @@ class EndpointDirectory:
     ttl_s: float = 5.0  # the workflow waits this long (promotion/state_machine.py POINTER_CACHE_SECONDS) before deleting a rolled-back endpoint
     _cache: dict = field(default_factory=dict)
 
-    def endpoint_for(self, model_id: str) -> str:
+    def endpoint_for(self, model_id: str, space: str | None = None, clock=time.time) -> str:
+        """The stable endpoint, or with `space` the endpoint of that embedding space (409 if there is
+        none, 410 once its grace period has ended: promotion/pointer.py route_space)."""
+        pointer = self._pointer(model_id)
+        if not pointer.endpoint_name:
+            raise not_configured(model_id)
+        answer = route_space(pointer, space, clock())
+        if answer.problem == "unavailable":
+            raise ApiError(409, "space_unavailable", f"no version of {model_id} embeds in space {space}; available spaces: "
+                           f"{', '.join(answer.available) or 'none'} (send one of them in X-Clip-Space, or none for the stable URL's)")
+        if answer.problem == "retired":
+            raise ApiError(410, "space_retired", f"space {space} of {model_id} is no longer served: re-embed your vectors in one of "
+                           f"{', '.join(answer.available)} (the stable URL's is {pointer.space})")
+        return answer.endpoint_name
+
+    def _pointer(self, model_id: str) -> ServingPointer:
         cached = self._cache.get(model_id)
         now = time.monotonic()
         if cached and now - cached[1] < self.ttl_s:
-            name = cached[0]
-        else:
-            try:
-                name = read_pointer(self.dynamodb, self.table, model_id).endpoint_name
-            except Exception as error:  # noqa: BLE001 - any failure means the pointer cannot be read now
-                if cached and cached[0]:
-                    return cached[0]  # keep serving what served a moment ago rather than fail every request
-                raise ApiError(503, "model_unavailable", f"{model_id} is unavailable right now", retry_after_s=10) from error
-            if name:  # "nothing serves yet" is not cached: the first promotion's switch reaches every function at once
-                self._cache[model_id] = (name, now)
-        if not name:
-            raise not_configured(model_id)
-        return name
+            return cached[0]
+        try:
+            pointer = read_pointer(self.dynamodb, self.table, model_id)
+        except Exception as error:  # noqa: BLE001 - any failure means the pointer cannot be read now
+            if cached and cached[0].endpoint_name:
+                return cached[0]  # keep serving what served a moment ago rather than fail every request
+            raise ApiError(503, "model_unavailable", f"{model_id} is unavailable right now", retry_after_s=10) from error
+        if pointer.endpoint_name:  # "nothing serves yet" is not cached: the first promotion's switch reaches every function at once
+            self._cache[model_id] = (pointer, now)
+        return pointer
 
 
 def invoke_endpoint(runtime_for, endpoint: str, body: bytes, remaining_ms, sleep=time.sleep, rng=random.random) -> tuple[bytes, str]:

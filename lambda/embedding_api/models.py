@@ -7,6 +7,11 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+SPACE_FIELD = ("pin an embedding space (12 hex characters, as X-Clip-Space reports it; the X-Clip-Space request header "
+               "does the same): answered by a version of that space while one is served, else 409 space_unavailable or "
+               "410 space_retired naming the available ones")
+
+
 class EmbeddingRequest(BaseModel):
     """Exactly one of text, texts, image, images (images as base64 JPEG, PNG, WebP, GIF or BMP)."""
 
@@ -15,6 +20,7 @@ class EmbeddingRequest(BaseModel):
     texts: list[str] | None = None
     image: str | None = Field(default=None, description="base64 image bytes")
     images: list[str] | None = Field(default=None, description="base64 image bytes")
+    space: str | None = Field(default=None, description=SPACE_FIELD)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "EmbeddingRequest":
@@ -42,6 +48,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     input: Union[str, ImageInput, list[str], list[ImageInput]]
     encoding_format: Literal["float"] = "float"
     user: str | None = None
+    space: str | None = Field(default=None, description=SPACE_FIELD)
 
 
 class EmbeddingItem(BaseModel):
