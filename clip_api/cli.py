@@ -209,7 +209,7 @@ def _cmd_local(args: argparse.Namespace) -> int:
     if args.action == "approve":
         if not args.model_id or args.version is None:
             raise SystemExit("usage: clip-api local approve MODEL_ID VERSION")
-        print(f"approved {up.approve(args.model_id, args.version, Path(args.workdir))}")
+        print(f"approved {up.approve(args.model_id, args.version, Path(args.workdir), adopt_space=args.adopt_space)}")
         return 0
     if args.action == "build":
         if not args.model_id:
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("version", nargs="?", type=int, help="approve: the model package version")
     local.add_argument("--models", help="up: comma-separated model ids (default: clip-vit-b-32; add clip-vit-l-14 for L/14, minutes more to build; the tiny model where weights cannot be had)")
     local.add_argument("--approve", action="store_true", help="up: approve each registered version at once")
+    local.add_argument("--adopt-space", action="store_true",
+                       help="approve: also move the stable URL to this version's embedding space (consumers must re-embed)")
     local.add_argument("--random-weights", action="store_true", help="up: full-size architectures at random init (demo only)")
     local.add_argument("--port", type=int, default=8000, help="up: port of the local API")
     local.add_argument("--moto-port", type=int, default=5000, help="up: port of the local AWS control plane")

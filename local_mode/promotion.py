@@ -71,9 +71,7 @@ class LocalPromoter:
             try:
                 server = self.servers.start(plan["endpoint_name"], plan["model_data_url"], environment=plan["container_environment"])
                 self.router.routes.set(plan["endpoint_name"], server.port)
-                request = SmokeTestRequest(endpoint_name=plan["endpoint_name"], model_id=plan["model_id"], version=plan["version"],
-                                           smoke_test_uri=plan["smoke_test_uri"], min_cosine=plan["smoke_min_cosine"])
-                smoke = run_smoke_test(request, self.s3, self.session.client("sagemaker-runtime")).to_dict()
+                smoke = run_smoke_test(SmokeTestRequest.from_plan(plan), self.s3, self.session.client("sagemaker-runtime")).to_dict()
             except (RuntimeError, TimeoutError) as error:
                 smoke = {"passed": False, "reason": f"the endpoint's container did not start: {error}", "min_cosine": 0.0}
             self.log(f"  smoke test: {'passed' if smoke['passed'] else 'FAILED'}: {smoke['reason']}")

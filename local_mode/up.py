@@ -326,7 +326,10 @@ def _use_control_plane(state: dict) -> None:
                        "AWS_DEFAULT_REGION": "us-east-1"})
 
 
-def approve(model_id: str, version: int, workdir: Path = Path(".local")) -> str:
+def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_space: bool = False) -> str:
+    """Approve a version, as a person does in the Model Registry. `adopt_space` also records the
+    decision to move the stable URL to the version's embedding space (issue 17): the package's
+    `adopt_space` metadata, set to its own `space`, in the same call as the approval."""
     import boto3
 
     _use_control_plane(_read_state(workdir))
@@ -334,8 +337,15 @@ def approve(model_id: str, version: int, workdir: Path = Path(".local")) -> str:
     group = load_model_config(model_id).registry.model_package_group
     for package in sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
         if package["ModelPackageVersion"] == version:
-            sagemaker.update_model_package(ModelPackageArn=package["ModelPackageArn"], ModelApprovalStatus="Approved")
-            return package["ModelPackageArn"]
+            arn = package["ModelPackageArn"]
+            recorded = {}
+            if adopt_space:
+                space = sagemaker.describe_model_package(ModelPackageName=arn).get("CustomerMetadataProperties", {}).get("space")
+                if not space:
+                    raise SystemExit(f"{model_id} version {version} records no embedding space: there is nothing to adopt")
+                recorded = {"CustomerMetadataProperties": {"adopt_space": space}}
+            sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", **recorded)
+            return arn
     raise SystemExit(f"{model_id} has no version {version} in the local registry")
 
 

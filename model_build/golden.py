@@ -126,6 +126,12 @@ def choose_golden(config, built, reference, texts: list[str], images: list[Probe
     if committed.is_file():
         golden = GoldenReferences.load(committed)
         made = golden.metadata.get("open_clip_version", "?")
+        recorded = golden.metadata.get("weights_sha256")
+        if built.weights.source == "random-init" and recorded and recorded != built.weights.sha256:
+            # Another seed is other weights chosen on purpose (another embedding space, issue 17), not weights
+            # loaded wrongly: the file pins only the weights it was made from. Checkpoints stay held to it.
+            return GoldenChoice(None, "none", f"the committed golden file {committed.name} is of other random-init weights "
+                                              f"(sha256 {recorded[:12]}...): seed {built.weights.seed} has no golden references")
         stale = golden.metadata["probe_set_sha256"] != probe_digest
         return GoldenChoice(golden, "committed", f"committed golden file {committed.name} (open_clip {made})", committed, stale)
     pin = config.open_clip.weights_file

@@ -64,6 +64,8 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
     variant = ParameterString("Variant", default_value=config.serving.variant)
     instance_type = ParameterString("ProcessingInstanceType", default_value=settings.processing_instance_type)
     git_commit = ParameterString("GitCommit", default_value="unknown")
+    # Only with WeightsSource=random (demos, tests): another seed is other weights, another embedding space.
+    seed = ParameterString("RandomInitSeed", default_value="0")
 
     def run_uri(leaf: str) -> Join:
         """s3://bucket/prefix/pipelines/<model>/<execution id>/<leaf>: each execution writes its own prefix."""
@@ -84,7 +86,8 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
         name="Package",
         step_args=processor.run(
             code=settings.code_uri,
-            arguments=["package", config.model_id, "--out", ARTIFACT_OUTPUT, "--weights", weights, "--variant", variant, "--tarball-only"],
+            arguments=["package", config.model_id, "--out", ARTIFACT_OUTPUT, "--weights", weights, "--variant", variant, "--seed", seed,
+                       "--tarball-only"],
             outputs=[
                 ProcessingOutput(output_name="artifact", source=ARTIFACT_OUTPUT, destination=run_uri("artifact"))
             ],
@@ -153,7 +156,7 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
     )
     return Pipeline(
         name=pipeline_name(config),
-        parameters=[weights, variant, instance_type, git_commit],
+        parameters=[weights, variant, instance_type, git_commit, seed],
         steps=[package, validate, check],
         sagemaker_session=session,
         # No SageMaker Experiments trial per run: it would need Experiments permissions for nothing we read.

@@ -33,6 +33,13 @@ class SmokeTestRequest(BaseModel):
     require_agreement: bool = False
     min_agreement: float = 0.99
 
+    @classmethod
+    def from_plan(cls, plan: dict) -> "SmokeTestRequest":
+        """What the workflow's SmokeTest task sends (promotion/state_machine.py), for local mode's in-process run."""
+        return cls(endpoint_name=plan["endpoint_name"], model_id=plan["model_id"], version=plan["version"], smoke_test_uri=plan["smoke_test_uri"],
+                   min_cosine=plan["smoke_min_cosine"], compare_endpoint=plan["compare_endpoint"], require_agreement=plan["require_agreement"],
+                   min_agreement=plan["min_agreement"])
+
 
 def load_cases(s3, uri: str) -> list[dict]:
     if not uri.startswith("s3://"):

@@ -145,6 +145,7 @@ def test_failed_promotion_reports_why_and_the_old_version_keeps_serving(local_mo
         InferenceSpecification={"Containers": [{"Image": "serve:latest", "ModelDataUrl": f"s3://{bucket}/broken/model.tar.gz",
                                                 "Environment": {"CLIP_API_MANIFEST_SHA256": "0" * 64}}],
                                 "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+        CustomerMetadataProperties={"space": headers["X-Clip-Space"]},  # claims the serving space; its container never starts
     )["ModelPackageArn"]
     local_mode.cli("approve", "clip-tiny", arn.rsplit("/", 1)[1])
     local_mode.wait_for("FAILED: rolled back")
@@ -153,3 +154,49 @@ def test_failed_promotion_reports_why_and_the_old_version_keeps_serving(local_mo
     status, headers, _ = post(f"{local_mode.api}/tiny", {"text": "after"})
     assert status == 200 and headers["X-Clip-Version"] == serving
     assert sagemaker.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Rejected"
+
+
+def pinned_post(url: str, payload: dict, space: str) -> tuple[int, dict, object]:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json", "X-Clip-Space": space})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_embedding_spaces_never_move_the_stable_url_unless_adopted(local_mode):
+    """Issue 17 in local mode: the int8 build of v1's weights switched the stable URL (same space); other
+    weights (another seed) are served to clients that pin their space only; adopting that space moves the
+    stable URL, and clients pinning the old space keep getting old-space vectors."""
+    sagemaker = local_mode.control_plane("sagemaker")
+    spaces = {p["ModelPackageVersion"]: sagemaker.describe_model_package(ModelPackageName=p["ModelPackageArn"]).get("CustomerMetadataProperties", {}).get("space")
+              for p in sagemaker.list_model_packages(ModelPackageGroupName="clip-tiny")["ModelPackageSummaryList"]}
+    assert spaces[1] and spaces[1] == spaces[2]  # fp32 (v1) and int8 (v2) of one set of weights: one space, and v2 took the stable URL
+    old_space = spaces[1]
+    _, headers, old_vector = post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"})
+    stable_version = headers["X-Clip-Version"]
+    assert headers["X-Clip-Space"] == old_space
+
+    succeeded = sum("SUCCEEDED" in line for line in local_mode.lines)
+    other = json.loads(local_mode.cli("build", "clip-tiny", "--param", "RandomInitSeed=1"))
+    assert other["status"] == "Succeeded"
+    other_version = int(other["model_package_arn"].rsplit("/", 1)[1])
+    local_mode.cli("approve", "clip-tiny", str(other_version))
+    local_mode.wait_for("SUCCEEDED", count=succeeded + 1)
+    status, headers, _ = post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"})
+    assert status == 200 and (headers["X-Clip-Version"], headers["X-Clip-Space"]) == (stable_version, old_space)  # did not move
+    new_space = sagemaker.describe_model_package(ModelPackageName=other["model_package_arn"])["CustomerMetadataProperties"]["space"]
+    status, headers, new_vector = pinned_post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"}, new_space)
+    assert status == 200 and headers["X-Clip-Space"] == new_space and new_space != old_space and float(np.dot(old_vector, new_vector)) < 0.99
+    assert any("re-embed" in line for line in local_mode.lines)
+    status, _, body = pinned_post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"}, "0123456789ab")
+    assert status == 409 and body["error"]["code"] == "space_unavailable" and old_space in body["error"]["message"]
+
+    adopted = json.loads(local_mode.cli("build", "clip-tiny", "--param", "RandomInitSeed=1"))
+    local_mode.cli("approve", "clip-tiny", adopted["model_package_arn"].rsplit("/", 1)[1], "--adopt-space")
+    local_mode.wait_for("SUCCEEDED", count=succeeded + 2)
+    status, headers, vector = post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"})
+    assert status == 200 and headers["X-Clip-Space"] == new_space and vector == new_vector  # the stable URL moved
+    status, headers, vector = pinned_post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"}, old_space)
+    assert status == 200 and headers["X-Clip-Space"] == old_space and vector == old_vector  # pinned: the old space, until the grace ends

@@ -184,3 +184,11 @@ def test_cli_references_without_weights_fails_clearly(offline_hub, capsys, monke
     monkeypatch.setenv("CLIP_API_WEIGHTS_CACHE", str(tmp_path / "empty-cache"))  # never the real cache: it would write configs/
     assert main(["references", "clip-vit-b-32"]) == 2
     assert "could not be downloaded" in capsys.readouterr().err
+
+
+def test_random_weights_of_another_seed_are_not_held_to_the_committed_golden_file(tiny_config, package_random):
+    """Another seed is other weights on purpose (another embedding space); a perturbed checkpoint still fails (above)."""
+    other = package_random(tiny_config, "fp32", seed=1, name="clip-tiny-fp32-seed1")
+    result = validate_artifact(other.directory, tiny_config)
+    assert result.passed, reasons_of(result)
+    assert result.report["golden"]["case"] == "none" and "seed 1 has no golden references" in result.report["golden"]["note"]

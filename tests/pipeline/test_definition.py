@@ -43,6 +43,7 @@ def test_parameters_an_operator_may_change(definition, b32_config):
         "Variant": b32_config.serving.variant,
         "ProcessingInstanceType": "ml.m5.2xlarge",
         "GitCommit": "unknown",
+        "RandomInitSeed": "0",  # read only with WeightsSource=random
     }  # no ModelApprovalStatus: whoever starts an execution must not be able to register a package as Approved
 
 
