@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
-# Everything the processing image runs: a change here can change what any model's build produces.
-BUILD_CODE = ("model_build/", "inference_code/", "pipeline/", "clip_api/", "configs/open_clip/", "pyproject.toml")
+from pathlib import PurePosixPath
+
+# A model's own config files: configs/models/<model_id>.yaml (and files named after it, its golden references).
+MODEL_CONFIGS = "configs/models/"
+
+# Everything a change of which can change what any model's pipeline builds, validates or registers:
+# - what the processing image copies and runs (model_build/Dockerfile): the build and validation code, the
+#   serving code packaged into every artifact, the pipeline definition, the CLI package the steps run through
+#   (it holds the model-config schema, clip_api/model_config.py), every config that is not one model's own
+#   (configs/open_clip/ architectures, anything shared beside configs/models/), and the install (pyproject.toml);
+# - what that code imports from outside those folders: the format of the smoke-test references Validate writes
+#   (promotion/smoke.py, and promotion/__init__.py, which importing it runs);
+# - the pinned base images both Dockerfiles build from (torch, onnxruntime's platform).
+BUILD_CODE = (
+    "model_build/",
+    "inference_code/",
+    "pipeline/",
+    "clip_api/",
+    "configs/",
+    "promotion/__init__.py",
+    "promotion/smoke.py",
+    "infra/base-images.json",
+    "pyproject.toml",
+)
+
+
+def own_config(path: str) -> bool:
+    """A file directly in configs/models/ is one model's own: <model_id>.yaml, or named after it (<model_id>.golden.npz)."""
+    return path.startswith(MODEL_CONFIGS) and "/" not in path[len(MODEL_CONFIGS):]
+
+
+def model_of(path: str, model_ids: list[str]) -> str | None:
+    """The model whose own config file `path` is, if it is one of `model_ids`."""
+    name = PurePosixPath(path).name
+    return next((model_id for model_id in model_ids if name.startswith(model_id + ".")), None) if own_config(path) else None
 
 
 def changed_models(changed_paths: list[str], model_ids: list[str]) -> list[str]:
-    if any(path.startswith(BUILD_CODE) for path in changed_paths):
+    """Every model when shared build code or config changed; otherwise the models whose own config changed."""
+    if any(path.startswith(BUILD_CODE) and not own_config(path) for path in changed_paths):
         return sorted(model_ids)
-    touched = {path.split("/")[-1].split(".")[0] for path in changed_paths if path.startswith("configs/models/")}
+    touched = {model_of(path, model_ids) for path in changed_paths}
     return sorted(model_id for model_id in model_ids if model_id in touched)
