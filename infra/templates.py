@@ -369,6 +369,8 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["dynamodb:GetItem"], pointer_table_arn),
         # The per-model promotion lock (promotion/lock.py): lock items only, never a serving pointer.
         {**allow(["dynamodb:PutItem", "dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},
+        # Whether a lock's owner (an execution of the promotion workflow) has ended without releasing it.
+        allow(["states:DescribeExecution"], sub(f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:{PREFIX}-promotion:*")),
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion planner: read the package and what is live")
     resources["PlannerFunction"] = lambda_function(

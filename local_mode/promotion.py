@@ -64,7 +64,7 @@ class LocalPromoter:
         name = f"local-{uuid.uuid4().hex[:12]}"
         execution_arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
         plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.session.client("dynamodb"), settings_from_env(planner_env),
-                              execution_arn)
+                              execution_arn, stepfunctions=self.sfn)
         self.log(f"  plan: {plan['action']}: {plan['reason']}")
         self.control_plane.queue_lambda_result(plan)
         if plan["action"] == "promote":

@@ -106,15 +106,20 @@ def read_live_state(dynamodb, sagemaker, config: ModelConfig, table: str) -> Liv
 
 
 def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings, execution_id: str, started_at: float | None = None,
-                   now=time.time) -> dict:
+                   now=time.time, stepfunctions=None) -> dict:
     """Take the model's promotion lock, then read and decide: a plan never races another promotion."""
     package = read_package(sagemaker, event.detail.ModelPackageArn)
     config = config_for_group(package.group)
     clock = now()
     deadline = (started_at if started_at is not None else clock) + lock.EXECUTION_LIMIT_S
     holder = lock.read_holder(dynamodb, settings.pointer_table, config.model_id)
-    decision = lock.decide(holder, execution_id, clock, deadline)
-    if decision == "acquire" and not lock.try_acquire(dynamodb, settings.pointer_table, config.model_id, execution_id, clock, deadline):
+    ended = (holder is not None and holder.owner != execution_id and holder.expires_at > clock and stepfunctions is not None
+             and lock.execution_ended(stepfunctions, holder.owner))
+    if ended:
+        logger.info("taking over the promotion lock of an execution that has ended", extra={"previous_owner": holder.owner})
+    decision = lock.decide(holder, execution_id, clock, deadline, holder_ended=ended)
+    if decision == "acquire" and not lock.try_acquire(dynamodb, settings.pointer_table, config.model_id, execution_id, clock, deadline,
+                                                      ended_owner=holder.owner if ended else None):
         decision = "wait"  # another promotion took it between the read and the write
     if decision != "acquire":
         owner = holder.owner if holder else "another promotion"
@@ -142,4 +147,4 @@ def plan_for_event(event: ApprovalEvent, sagemaker, dynamodb, settings: Settings
 @event_parser(model=PlanRequest)
 def handler(request: PlanRequest, context: LambdaContext) -> dict:
     return plan_for_event(request.event, boto3.client("sagemaker"), boto3.client("dynamodb"), settings_from_env(),
-                          request.execution_id, request.execution_start.timestamp())
+                          request.execution_id, request.execution_start.timestamp(), stepfunctions=boto3.client("stepfunctions"))

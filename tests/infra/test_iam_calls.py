@@ -103,6 +103,7 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
             InferenceSpecification={"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32,
                                                     "ModelDataUrl": "s3://b/run/model.tar.gz", "Environment": {"CLIP_API_MANIFEST_SHA256": "ab" * 32}}],
                                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+            CustomerMetadataProperties={"space": "0123456789ab"},
         )["ModelPackageArn"])
         time.sleep(0.01)  # an approval comes after the registration (moto's timestamps are in milliseconds)
         sagemaker.update_model_package(ModelPackageArn=arns[-1], ModelApprovalStatus="Approved")
@@ -111,6 +112,11 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
     set_pointer(env["SERVING_POINTER_TABLE"], config.model_id, resource_name(config.model_id, 1), 1, arns[0])
     event = json.loads((Path(__file__).parents[1] / "events" / "model_package_approved.json").read_text())
     event["detail"].update({"ModelPackageArn": arns[1], "ModelPackageGroupName": group, "ModelPackageVersion": 2, "ModelApprovalStatus": "Approved"})
+    from promotion import lock
+
+    # a lock left by an execution that crashed: the planner asks Step Functions whether it ended, then takes it over
+    crashed = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:clip-embedding-api-promotion:crashed"
+    lock.try_acquire(boto3.client("dynamodb", region_name=REGION), env["SERVING_POINTER_TABLE"], config.model_id, crashed, time.time(), time.time() + 3600)
     recorder.calls.clear()
     from promotion_planner import app
 
@@ -122,7 +128,7 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
 
 def test_the_planner_role_allows_every_call_the_planner_makes(deployment, recorder, monkeypatch):
     role, calls = run_planner(deployment, recorder, monkeypatch)
-    assert {c.operation for c in calls} >= {"DescribeModelPackage"}
+    assert {c.operation for c in calls} >= {"DescribeModelPackage", "DescribeExecution"}
     assert denied_calls(deployment, role, calls) == []
 
 

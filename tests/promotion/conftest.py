@@ -39,6 +39,30 @@ def _zip() -> bytes:
     return buffer.getvalue()
 
 
+CRASH = {"__function_error__": "Runtime.ExitError"}  # a queued result that makes the function fail (see `world`)
+
+
+def _simple_lambda_that_can_crash():
+    """moto's Docker-less Lambda always succeeds; a queued CRASH makes it answer as a crashed function
+    does (X-Amz-Function-Error: Unhandled, an errorType payload), which Step Functions fails the task on."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    original = LambdaSimpleBackend.invoke
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        answer = original(self, function_name, qualifier, body, headers, response_headers)
+        try:
+            parsed = json.loads(answer)
+        except ValueError:
+            return answer
+        if isinstance(parsed, dict) and "__function_error__" in parsed:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": parsed["__function_error__"], "errorMessage": "injected: the function crashed"}).encode()
+        return answer
+
+    return LambdaSimpleBackend, invoke
+
+
 def queue_lambda_result(result: dict) -> None:
     from moto.moto_api._internal.models import moto_api_backend
 
@@ -96,19 +120,22 @@ class PromotionWorld:
 
         env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "SERVING_POINTER_TABLE": POINTER_TABLE, "POLL_SECONDS": "0", "MAX_POLLS": "3",
                "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
-        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env), self.execution_arn(execution_name))
+        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env), self.execution_arn(execution_name),
+                              stepfunctions=self.sfn)
 
-    def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120, traffic: bool = True) -> dict:
+    def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120, traffic: bool = True,
+                crash: str | None = None) -> dict:
         """Plan with the real planner, queue its result (and the smoke test's), run the workflow to the end.
 
         `after_plan` runs between planning and the execution (what another actor changes meanwhile);
-        `during` runs on every poll of the running execution."""
+        `during` runs on every poll of the running execution; `crash` ("plan" or "smoke"): that
+        Lambda task's function crashes instead of answering (the planner has already taken the lock)."""
         event = self.event_for(package_arn)
         name = f"promote-{uuid.uuid4().hex[:12]}"
         plan = self.plan(event, name)
-        queue_lambda_result(plan)
-        if plan["action"] == "promote":
-            queue_lambda_result(smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
+        queue_lambda_result(CRASH if crash == "plan" else plan)
+        if plan["action"] == "promote" and crash != "plan":
+            queue_lambda_result(CRASH if crash == "smoke" else smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
         if after_plan is not None:
             after_plan()
         return self.run(event, name, plan, during, timeout_s, traffic)
@@ -185,6 +212,9 @@ class PromotionWorld:
 @pytest.fixture
 def world(aws_env, monkeypatch):
     from moto import mock_aws
+
+    backend, invoke = _simple_lambda_that_can_crash()
+    monkeypatch.setattr(backend, "invoke", invoke)
 
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
         iam = boto3.client("iam", region_name=REGION)

@@ -22,6 +22,7 @@ V = "clip-clip-tiny-v{}".format
 ROLLED_BACK = ("FAILED", V(1), {V(1)}, "clip-embedding-api promotion rolled back")
 PROMOTED = ("SUCCEEDED", V(2), {V(1), V(2)}, "clip-embedding-api promotion succeeded")
 NEEDS_A_PERSON = ("FAILED", V(2), {V(1), V(2)}, "clip-embedding-api promotion needs a person")
+NOT_STARTED = ("FAILED", V(1), {V(1)}, "clip-embedding-api promotion could not start")
 
 
 def fail(monkeypatch, target: str, method: str, when=lambda *args, **kwargs: True, error: str = "InternalFailure"):
@@ -74,6 +75,8 @@ MATRIX = [
     ("CheckAlarms", "alarm fires during the bake", lambda m, w: w.alarm_fires_after_the_switch(V(2)), ROLLED_BACK),
     ("RecordLive", "AWS error", lambda m, w: fail(m, SAGEMAKER, "update_model_package",
                                                   lambda *a, **k: "live" in str(k.get("customer_metadata_properties", ""))), PROMOTED),
+    ("Plan", "Lambda crash after taking the lock", "crash:plan", NOT_STARTED),
+    ("SmokeTest", "Lambda crash", "crash:smoke", ROLLED_BACK),
     ("RestorePrevious", "AWS error after an alarm", lambda m, w: (fail(m, DYNAMODB, "put_item", pointer_put_naming(V(1))), w.alarm_fires_after_the_switch(V(2)))[1],
      NEEDS_A_PERSON),
 ]
@@ -85,8 +88,10 @@ def test_the_invariant_holds_whatever_fails(world, monkeypatch, step, fault, inj
     assert world.promote(first)["status"] == "SUCCEEDED"
     world.notifications()
     second = world.register_version()
-    during = None if inject == "no-traffic" else inject(monkeypatch, world)
-    result = world.promote(second, during=during, traffic=inject != "no-traffic")
+    scripted = isinstance(inject, str)
+    during = None if scripted else inject(monkeypatch, world)
+    crash = inject.split(":", 1)[1] if scripted and inject.startswith("crash:") else None
+    result = world.promote(second, during=during, traffic=inject != "no-traffic", crash=crash)
     status, serving, endpoints, subject = expected
     assert step in result["history"], result["history"]
     assert result["status"] == status, result
@@ -102,6 +107,14 @@ def test_the_invariant_holds_whatever_fails(world, monkeypatch, step, fault, inj
     assert pointer.package_arn in (first, second)
     assert world.sagemaker.describe_model_package(ModelPackageName=pointer.package_arn).get("ModelApprovalStatus", "Approved") == "Approved"
     assert world.endpoints() == endpoints
-    assert lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny") is None
+    holder = lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny")
     notes = world.notifications()
     assert [n["subject"] for n in notes] == [subject], notes
+    if crash == "plan":  # the crashed planner's lock outlives it, but not its execution: the next approval is not held up
+        assert holder is not None and lock.execution_ended(world.sfn, holder.owner)
+        third = world.register_version()
+        again = world.promote(third)
+        assert again["status"] == "SUCCEEDED" and "WaitForLock" not in again["history"], again
+        assert world.serving_endpoint() == V(3)
+        holder = lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny")
+    assert holder is None

@@ -52,12 +52,44 @@ def test_only_one_owner_at_a_time_and_only_the_owner_releases(table):
     assert lock.read_holder(table, POINTER_TABLE, "m") is None
 
 
-def test_an_approval_waits_for_the_running_promotion_then_plans_against_its_outcome(world):
+def test_a_lock_whose_execution_ended_is_taken_over_only_from_that_owner(table):
+    now = time.time()
+    assert lock.decide(lock.LockHolder(OTHER, now + 3600), ME, now, now + 7000, holder_ended=True) == "acquire"
+    assert lock.try_acquire(table, POINTER_TABLE, "m", OTHER, now, now + 3600)
+    assert not lock.try_acquire(table, POINTER_TABLE, "m", ME, now, now + 3600, ended_owner="arn:aws:states:us-east-1:1:execution:m:third")
+    assert lock.try_acquire(table, POINTER_TABLE, "m", ME, now, now + 3600, ended_owner=OTHER)
+    assert lock.read_holder(table, POINTER_TABLE, "m").owner == ME
+
+
+class _Executions:
+    def __init__(self, status=None, error=None):
+        self.status, self.error = status, error
+
+    def describe_execution(self, executionArn):  # noqa: N803 - boto3's parameter name
+        if self.error:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": self.error, "Message": "x"}}, "DescribeExecution")
+        return {"status": self.status}
+
+
+@pytest.mark.parametrize("executions, ended", [
+    (_Executions("RUNNING"), False), (_Executions("FAILED"), True), (_Executions("ABORTED"), True), (_Executions("TIMED_OUT"), True),
+    (_Executions(error="ExecutionDoesNotExist"), True),
+    (_Executions(error="AccessDeniedException"), False),  # unknown: keep waiting rather than take a live promotion's lock
+])
+def test_whether_a_lock_owners_execution_has_ended(executions, ended):
+    assert lock.execution_ended(executions, OTHER) is ended
+
+
+def test_an_approval_waits_for_the_running_promotion_then_plans_against_its_outcome(world, monkeypatch):
     """v5 and v6 approved minutes apart: v6 waits for v5's promotion and then replaces v5, never the other way round."""
     first = world.register_version()
     assert world.promote(first)["status"] == "SUCCEEDED"
     second = world.register_version()
     running = world.execution_arn("an-earlier-promotion")
+    ended = lock.execution_ended
+    monkeypatch.setattr(lock, "execution_ended", lambda sfn, arn: False if arn == running else ended(sfn, arn))  # still running
     assert lock.try_acquire(world.dynamodb, POINTER_TABLE, "clip-tiny", running, time.time(), time.time() + 3600)
     event, name = world.event_for(second), "waits-for-the-lock"
     waiting = world.plan(event, name)
