@@ -16,4 +16,6 @@ def test_an_approval_keeps_the_metadata_and_new_keys_merge(moto_aws):
     assert sagemaker.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"] == {"space": "aaaaaaaaaaaa", "variant": "int8"}
     sagemaker.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"adopt_space": "aaaaaaaaaaaa"},
                                    CustomerMetadataPropertiesToRemove=["variant"])
-    assert sagemaker.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"] == {"space": "aaaaaaaaaaaa", "adopt_space": "aaaaaaaaaaaa"}
+    described = sagemaker.describe_model_package(ModelPackageName=arn)
+    assert described["CustomerMetadataProperties"] == {"space": "aaaaaaaaaaaa", "adopt_space": "aaaaaaaaaaaa"}
+    assert described["ModelApprovalStatus"] == "Approved"  # a metadata-only update keeps the status

@@ -102,10 +102,9 @@ def test_the_invariant_holds_whatever_fails(world, monkeypatch, step, fault, inj
     assert pointer.endpoint_name == serving
     monkeypatch.undo()  # read the end state without the fault
     assert world.sagemaker.describe_endpoint(EndpointName=pointer.endpoint_name)["EndpointStatus"] == "InService"
-    # moto drops ModelApprovalStatus on a metadata-only update (RecordLive's); SageMaker keeps it. What must hold: one of
-    # the versions this test approved, never one the workflow rejected.
+    # one of the versions this test approved, never one the workflow rejected
     assert pointer.package_arn in (first, second)
-    assert world.sagemaker.describe_model_package(ModelPackageName=pointer.package_arn).get("ModelApprovalStatus", "Approved") == "Approved"
+    assert world.sagemaker.describe_model_package(ModelPackageName=pointer.package_arn)["ModelApprovalStatus"] == "Approved"
     assert world.endpoints() == endpoints
     holder = lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny")
     notes = world.notifications()
