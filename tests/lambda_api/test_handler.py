@@ -146,38 +146,49 @@ def test_no_serving_version_yet_is_a_503(api):
     assert status == 503 and body["error"]["code"] == "model_unavailable"
 
 
+V4_VECTOR = [0.8, 0.6]
+V4_ATTRIBUTES = "model=clip-vit-b-32;version=fedcba654321;variant=int8;truncated=none"
+
+
+def served(module) -> tuple[int, object, str]:
+    """(status, body, X-Clip-Version) of a text request: which endpoint answered, not only that one did."""
+    status, headers, body = call(module, api_event(body={"text": "a dog"}))
+    return status, body, headers.get("x-clip-version")
+
+
 def test_a_switch_reaches_the_function_after_the_cache_ttl(api, monkeypatch):
     module, runtime, set_pointer = api
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    assert served(module) == (200, VECTOR, "abc123def456")
     set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v4", version=4)
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)  # cached: the previous endpoint still serves
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    assert served(module) == (200, VECTOR, "abc123def456")
     monkeypatch.setattr(module.Clients.endpoints(), "ttl_s", 0.0)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a dog"}, answer=VECTOR)
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a dog"}, answer=V4_VECTOR, attributes=V4_ATTRIBUTES)
+    assert served(module) == (200, V4_VECTOR, "fedcba654321")
 
 
 def test_a_first_deployment_serves_at_once_not_after_the_cache_ttl(api):
     module, runtime, set_pointer = api
     set_pointer("clip-vit-b-32", "")
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 503
+    status, headers, body = call(module, api_event(body={"text": "a dog"}))
+    assert (status, body["error"]["code"], headers["retry-after"]) == (503, "model_unavailable", "30")
     set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v1", version=1)  # the first promotion switches
-    expect_invoke(runtime, "clip-clip-vit-b-32-v1", {"text": "a dog"}, answer=VECTOR)
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    expect_invoke(runtime, "clip-clip-vit-b-32-v1", {"text": "a dog"}, answer=V4_VECTOR, attributes=V4_ATTRIBUTES)
+    assert served(module) == (200, V4_VECTOR, "fedcba654321")
 
 
 def test_an_unreadable_pointer_table_keeps_the_last_endpoint_or_answers_503(api, monkeypatch):
     module, runtime, _ = api
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 200
+    assert served(module) == (200, VECTOR, "abc123def456")
     directory = module.Clients.endpoints()
     monkeypatch.setattr(directory, "ttl_s", 0.0)
     monkeypatch.setattr(directory, "table", "no-such-table")
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
-    assert call(module, api_event(body={"text": "a dog"}))[0] == 200  # stale but serving
-    status, _, body = call(module, api_event("/l14", {"text": "a dog"}))  # never read: nothing to fall back on
-    assert status == 503 and body["error"]["code"] == "model_unavailable"
+    assert served(module) == (200, VECTOR, "abc123def456")  # stale but serving
+    status, headers, body = call(module, api_event("/l14", {"text": "a dog"}))  # never read: nothing to fall back on
+    assert (status, body["error"]["code"], headers["retry-after"]) == (503, "model_unavailable", "10")
 
 
 def test_openai_style_texts_and_images(api):
@@ -197,8 +208,8 @@ def test_openai_style_unknown_model_and_mixed_input(api):
     module, _, _ = api
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "gpt-4", "input": "a dog"}))
     assert status == 400 and body["error"]["code"] == "unknown_model"
-    status, _, body = call(module, api_event("/v1/embeddings", {"model": "b32", "input": ["a dog", {"image": PNG}]}))
-    assert status == 400
+    status, headers, body = call(module, api_event("/v1/embeddings", {"model": "b32", "input": ["a dog", {"image": PNG}]}))
+    assert (status, body["error"]["code"], headers["content-type"]) == (400, "invalid_type", "application/json")  # no endpoint call queued
 
 
 def test_unknown_route_is_a_json_404(api):
