@@ -63,8 +63,28 @@ def test_least_privilege(name):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert not any(a == "*" or a.endswith(":*") for a in actions), f"{resource}: wildcard action {actions}"
         if statement["Resource"] == "*" and statement["Effect"] == "Allow":  # a Deny on * only narrows
-            # the reason is checked, not only named: tests/infra/test_iam.py holds these actions to the Service Authorization Reference
             assert statement.get("Sid", "").endswith("NoResourceLevelPermissions"), f"{resource}: {actions} on * without a reason"
+            # the reason is checked, not only named: the Service Authorization Reference lists no resource type for the action
+            # (infra/iam_policy.py's reference check skips actions allowed on "*")
+            scoped = {a: types for a in actions if (types := resource_types(a))}
+            assert scoped == {}, f"{resource}: {sorted(scoped)} allowed on * but can be scoped to {scoped}"
+
+
+def resource_types(action: str) -> list[str]:
+    """The resource types the Service Authorization Reference lets a policy scope `action` to."""
+    from infra import iam_policy
+
+    prefix, _, name = action.partition(":")
+    data = iam_policy.service_data(prefix.lower())
+    assert data, f"{action}: no such service in the Service Authorization Reference"
+    privilege = data["privileges"].get(data["privileges_lower_name"].get(name.lower(), ""))
+    assert privilege, f"{action}: no such action in the Service Authorization Reference"
+    return sorted(t for t in privilege["resource_types"] if t)
+
+
+def test_resource_types_reads_the_reference():
+    assert resource_types("ecr:GetAuthorizationToken") == [] and resource_types("cloudwatch:PutMetricData") == []
+    assert resource_types("sagemaker:DescribeEndpoint") == ["endpoint"]
 
 
 def test_buckets_are_encrypted_and_private():
@@ -116,7 +136,13 @@ def test_templates_deploy_into_moto_cloudformation(moto_aws):
     assert definition["States"]["Plan"]["Parameters"]["FunctionName"].startswith("arn:aws:lambda:")  # substitutions applied
     topics = boto3.client("sns").list_topics()["Topics"]
     assert any(t["TopicArn"].endswith(":clip-embedding-api-promotions") for t in topics)
-    assert [r["Name"] for r in boto3.client("events").list_rules()["Rules"]]
+    events = boto3.client("events")
+    rules = events.list_rules()["Rules"]
+    assert len(rules) == 1 and rules[0]["State"] == "ENABLED", rules
+    assert json.loads(rules[0]["EventPattern"]) == load("serving.yaml")["Resources"]["ApprovalRule"]["Properties"]["EventPattern"]
+    assert json.loads(rules[0]["EventPattern"])["detail"] == {"ModelPackageGroupName": ["clip-vit-b-32", "clip-vit-l-14"], "ModelApprovalStatus": ["Approved"]}
+    targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
+    assert [t["Arn"] for t in targets] == [machines[0]["stateMachineArn"]]  # an approval starts the promotion workflow
     apis = boto3.client("apigateway").get_rest_apis()["items"]
     assert [a["name"] for a in apis] == ["clip-embedding-api"]
     paths = {r["path"] for r in boto3.client("apigateway").get_resources(restApiId=apis[0]["id"])["items"]}
