@@ -34,6 +34,8 @@ test: $(STAMP) $(CHECKOV_STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The stages, the URLs and the results only; DEMO_ARGS=--verbose adds the libraries' warnings and logs,
+# DEMO_ARGS=--exit-when-ready stops after the example requests.
 DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/clip-api local up --approve $(DEMO_ARGS)

@@ -195,29 +195,43 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_local(args: argparse.Namespace) -> int:
+def _local_mode(verbose: bool = False):
+    """local_mode.up, with the output configured first: the libraries warn and log as they are imported."""
     from clip_api.paths import REPO_ROOT
+    from local_mode.output import configure
 
+    configure(verbose)
     sys.path.insert(0, str(REPO_ROOT / "lambda"))
     from local_mode import up
 
-    if args.action == "up":
-        models = tuple(args.models.split(",")) if args.models else up.DEFAULT_MODELS
-        settings = up.LocalSettings(models=models, approve=args.approve, random_weights=args.random_weights,
-                                    api_port=args.port, moto_port=args.moto_port, workdir=Path(args.workdir), exit_when_ready=args.exit_when_ready)
-        return up.main_up(settings)
-    if args.action == "approve":
-        if not args.model_id or args.version is None:
-            raise SystemExit("usage: clip-api local approve MODEL_ID VERSION")
-        print(f"approved {up.approve(args.model_id, args.version, Path(args.workdir), adopt_space=args.adopt_space)}")
-        return 0
-    if args.action == "build":
-        if not args.model_id:
-            raise SystemExit("usage: clip-api local build MODEL_ID [--param Name=Value]")
-        result = up.build(args.model_id, _parse_parameters(args.param), Path(args.workdir))
-        print(json.dumps({"status": result.status, "model_package_arn": result.model_package_arn, "failure_reason": result.failure_reason}, indent=2))
-        return 0 if result.status == "Succeeded" else 1
-    print(up.down(Path(args.workdir)))
+    return up
+
+
+def _cmd_local_up(args: argparse.Namespace) -> int:
+    up = _local_mode(args.verbose)
+    models = tuple(args.models.split(",")) if args.models else up.DEFAULT_MODELS
+    settings = up.LocalSettings(models=models, approve=args.approve, random_weights=args.random_weights, api_port=args.port,
+                                moto_port=args.moto_port, workdir=Path(args.workdir), exit_when_ready=args.exit_when_ready,
+                                verbose=args.verbose)
+    return up.main_up(settings)
+
+
+def _cmd_local_approve(args: argparse.Namespace) -> int:
+    up = _local_mode()
+    print(f"approved {up.approve(args.model_id, args.version, Path(args.workdir), adopt_space=args.adopt_space)}")
+    return 0
+
+
+def _cmd_local_build(args: argparse.Namespace) -> int:
+    up = _local_mode(args.verbose)
+    result = up.build(args.model_id, _parse_parameters(args.param), Path(args.workdir))
+    print(json.dumps({"status": result.status, "model_package_arn": result.model_package_arn,
+                      "failure_reason": result.failure_reason}, indent=2))
+    return 0 if result.status == "Succeeded" else 1
+
+
+def _cmd_local_down(args: argparse.Namespace) -> int:
+    print(_local_mode().down(Path(args.workdir)))
     return 0
 
 
@@ -321,21 +335,48 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--email", default=None, help="e-mail subscribed to promotion notifications (omitted: keep the current one)")
     deploy.set_defaults(func=_cmd_deploy)
 
-    local = commands.add_parser("local", help="the whole loop on this machine: up, approve, build, down")
-    local.add_argument("action", choices=["up", "approve", "build", "down"])
-    local.add_argument("model_id", nargs="?", help="approve/build: the model")
-    local.add_argument("version", nargs="?", type=int, help="approve: the model package version")
-    local.add_argument("--models", help="up: comma-separated model ids (default: clip-vit-b-32; add clip-vit-l-14 for L/14, minutes more to build; the tiny model where weights cannot be had)")
-    local.add_argument("--approve", action="store_true", help="up: approve each registered version at once")
-    local.add_argument("--adopt-space", action="store_true",
-                       help="approve: also move the stable URL to this version's embedding space (consumers must re-embed)")
-    local.add_argument("--random-weights", action="store_true", help="up: full-size architectures at random init (demo only)")
-    local.add_argument("--port", type=int, default=8000, help="up: port of the local API")
-    local.add_argument("--moto-port", type=int, default=5000, help="up: port of the local AWS control plane")
-    local.add_argument("--exit-when-ready", action="store_true", help="up: stop after the first promotion and the example requests")
-    local.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="build: pipeline parameter")
-    local.add_argument("--workdir", default=".local")
-    local.set_defaults(func=_cmd_local)
+    local = commands.add_parser("local", help="the whole loop on this machine: up, approve, build, down",
+                                description="The whole loop on this machine, no AWS account: `clip-api local VERB --help` for each verb.")
+    verbs = local.add_subparsers(dest="action", required=True, metavar="VERB")
+
+    def verb(name: str, summary: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+    workdir_help = "local mode's working directory (its state.json, pipeline runs, logs)"
+    verbose_help = "also print the libraries' warnings and INFO logs (sagemaker, stepfunctions, moto)"
+
+    local_up = verb("up", "start local mode: control plane, build, promotion, stable URLs (Ctrl-C stops)")
+    local_up.add_argument("--models", help="comma-separated model ids (default: clip-vit-b-32; add clip-vit-l-14 for L/14, "
+                          "minutes more to build; the tiny model where weights cannot be had)")
+    local_up.add_argument("--approve", action="store_true", help="approve each registered version at once")
+    local_up.add_argument("--random-weights", action="store_true", help="full-size architectures at random init (demo only)")
+    local_up.add_argument("--port", type=int, default=8000, help="port of the local API")
+    local_up.add_argument("--moto-port", type=int, default=5000, help="port of the local AWS control plane")
+    local_up.add_argument("--exit-when-ready", action="store_true", help="stop after the first promotion and the example requests")
+    local_up.add_argument("--workdir", default=".local", help=workdir_help)
+    local_up.add_argument("-v", "--verbose", action="store_true",
+                          help=verbose_help + "; the API Lambda's log and EMF metrics on stdout instead of WORKDIR/api-lambda.log")
+    local_up.set_defaults(func=_cmd_local_up)
+
+    local_approve = verb("approve", "approve a registered version in the running local mode (as a person does in the registry)")
+    local_approve.add_argument("model_id", help="the model, e.g. clip-tiny")
+    local_approve.add_argument("version", type=int, help="the model package version")
+    local_approve.add_argument("--adopt-space", action="store_true",
+                               help="also move the stable URL to this version's embedding space (consumers must re-embed)")
+    local_approve.add_argument("--workdir", default=".local", help=workdir_help)
+    local_approve.set_defaults(func=_cmd_local_approve)
+
+    local_build = verb("build", "run a model's pipeline against the running local mode: a new registered version")
+    local_build.add_argument("model_id", help="the model, e.g. clip-tiny")
+    local_build.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                             help="pipeline parameter (e.g. Variant=int8, RandomInitSeed=1)")
+    local_build.add_argument("--workdir", default=".local", help=workdir_help)
+    local_build.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    local_build.set_defaults(func=_cmd_local_build)
+
+    local_down = verb("down", "stop a running local mode")
+    local_down.add_argument("--workdir", default=".local", help=workdir_help)
+    local_down.set_defaults(func=_cmd_local_down)
 
     bench = commands.add_parser("bench", help="benchmark baseline vs fp32 vs int8 through /invocations (prints a table)")
     bench.add_argument("--models", default="clip-vit-b-32,clip-vit-l-14")

@@ -3,7 +3,8 @@
 Each request becomes an API Gateway proxy event for the function that serves its route; the
 handler runs in-process with that function's *current* configuration read from the control plane
 (moto), so a promotion's configuration switch takes effect exactly as in AWS. Requests are
-handled one at a time, as one Lambda execution environment would.
+handled one at a time, as one Lambda execution environment would. What the handler writes to stdout
+(its log, its EMF metrics: CloudWatch Logs in AWS) goes to `lambda_log` when one is given.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 from clip_api.model_config import ModelConfig
 from local_mode.http_handler import QuietHandler
+from local_mode.output import thread_stdout_to
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 DRAIN_CAP_BYTES = 2 * MAX_BODY_BYTES  # read at most this much of an oversized body before closing
@@ -62,7 +65,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalApiGateway:
-    def __init__(self, models: list[ModelConfig], lambda_client, function_name_format: str, host: str = "127.0.0.1", port: int = 8000):
+    def __init__(self, models: list[ModelConfig], lambda_client, function_name_format: str, host: str = "127.0.0.1", port: int = 8000,
+                 lambda_log: Path | None = None):
         self.functions = {f"/{m.route}": function_name_format.format(model_id=m.model_id) for m in models}
         self.functions["/v1/embeddings"] = function_name_format.format(model_id=models[0].model_id)
         self.lambda_client = lambda_client
@@ -71,6 +75,8 @@ class LocalApiGateway:
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.lambda_log = lambda_log
+        self._lambda_output = None
 
     def invoke(self, method: str, path: str, headers: dict, body: str) -> dict:
         function = self.functions.get(path)
@@ -79,9 +85,11 @@ class LocalApiGateway:
         with self._lock:
             variables = self.lambda_client.get_function_configuration(FunctionName=function).get("Environment", {}).get("Variables", {})
             os.environ.update({k: v for k, v in variables.items() if isinstance(v, str)})
-            from embedding_api.app import handler
+            with thread_stdout_to(self._lambda_output):  # the import too: Powertools' Logger keeps the stdout it was made with
+                from embedding_api.app import handler
 
-            return handler(proxy_event(method, path, headers, body), LambdaContext(function, time.monotonic(), aws_request_id=str(uuid.uuid4())))
+                context = LambdaContext(function, time.monotonic(), aws_request_id=str(uuid.uuid4()))
+                return handler(proxy_event(method, path, headers, body), context)
 
     def _handler(self):
         gateway = self
@@ -175,9 +183,16 @@ class LocalApiGateway:
         return Handler
 
     def start(self) -> "LocalApiGateway":
+        if self.lambda_log is not None:
+            self.lambda_log.parent.mkdir(parents=True, exist_ok=True)
+            self._lambda_output = self.lambda_log.open("a", buffering=1)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self._lambda_output is not None:
+            with self._lock:
+                self._lambda_output.close()
+                self._lambda_output = None

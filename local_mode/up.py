@@ -43,6 +43,7 @@ class LocalSettings:
     bake_seconds: int = 2
     example_requests: bool = True
     exit_when_ready: bool = False
+    verbose: bool = False  # library warnings and INFO logs, the API Lambda's log and metrics on stdout (local_mode/output.py)
 
 
 @dataclass
@@ -102,6 +103,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
     from local_mode.api_gateway import LocalApiGateway
     from local_mode.control_plane import REGION, ControlPlane
     from local_mode.inference_servers import InferenceServers
+    from local_mode.output import configure
     from local_mode.promotion import LocalPromoter
     from local_mode.runtime_router import RuntimeRouter, SageMakerMetrics
     from pipeline.aws import run_pipeline_locally
@@ -109,13 +111,13 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
 
     status = status or LocalStatus()
     stop = stop or threading.Event()
-    quiet_logs()
+    configure(settings.verbose)
     workdir = Path(settings.workdir).resolve()
     log("1. control plane: moto on loopback, Step Functions execution enabled")
     control_plane = ControlPlane(settings.moto_port).start()
     router = RuntimeRouter().start()
     os.environ.update({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": router.url, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "WARNING", "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
+                       "POWERTOOLS_LOG_LEVEL": "WARNING"})
     session = boto3.Session(region_name=REGION)
     router.metrics = SageMakerMetrics(session.client("cloudwatch"))
     servers = InferenceServers(session.client("s3"), workdir, log)
@@ -155,7 +157,9 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
                 session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
                 log("   approved (--approve)")
 
-        gateway = LocalApiGateway(configs, session.client("lambda"), PREFIX + "-{model_id}", port=settings.api_port).start()
+        lambda_log = None if settings.verbose else workdir / "api-lambda.log"
+        gateway = LocalApiGateway(configs, session.client("lambda"), PREFIX + "-{model_id}", port=settings.api_port,
+                                  lambda_log=lambda_log).start()
         status.api_url, status.control_plane_url = gateway.url, control_plane.url
         write_state(workdir / "state.json", {"pid": os.getpid(), "control_plane": control_plane.url, "api": gateway.url,
                                                "models": [c.model_id for c in configs]})
@@ -181,6 +185,8 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
                 for config in configs:
                     log(f"   {gateway.url}/{config.route}")
                 log(f"   {gateway.url}/v1/embeddings")
+                if lambda_log:
+                    log(f"   the API Lambda's log and EMF metrics (CloudWatch Logs in AWS): {lambda_log}")
                 log(f"   try: curl -s -X POST {gateway.url}/{configs[0].route} -H 'Content-Type: application/json' -d '{{\"text\": \"a photo of a dog\"}}'")
                 if settings.example_requests:
                     send_examples(gateway.url, configs[0], log)
@@ -303,15 +309,6 @@ def register_state_machine(session, stack_name: str, topic_arn: str) -> str:
         "TopicArn": topic_arn,
     })
     return session.client("stepfunctions").create_state_machine(name=f"{PREFIX}-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
-
-
-def quiet_logs() -> None:
-    import logging
-
-    for name in ("werkzeug", "botocore", "boto3", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("moto", "sagemaker"):  # moto narrates its fallbacks, the SDK its definition clean-ups
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _read_state(workdir: Path) -> dict:
