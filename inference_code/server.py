@@ -146,21 +146,31 @@ async def _wait_for_worker(admission: _Admission, request: Request, deadline: fl
     acquire = asyncio.ensure_future(admission.workers.acquire(priority))
     # the body has been read: the next receive() returns only when the client disconnects
     watch = asyncio.ensure_future(request.receive())
+
+    def disconnected() -> bool:
+        return watch.done() and not watch.cancelled() and watch.result().get("type") == "http.disconnect"
+
+    async def give_back() -> None:
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        if acquire.done() and not acquire.cancelled():
+            admission.workers.release()  # acquired while being cancelled
+
     try:
         done, _ = await asyncio.wait({acquire, watch}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the handler itself cancelled: never leave a worker to a request nobody will run
+        await asyncio.shield(give_back())
+        raise
     finally:
         watch.cancel()
     if acquire in done:
-        if watch in done and watch.result().get("type") == "http.disconnect":
+        if disconnected():
             admission.workers.release()
             return "gone"
         return "acquired"
-    acquire.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await acquire
-    if acquire.done() and not acquire.cancelled():
-        admission.workers.release()  # acquired while being cancelled
-    return "gone" if watch in done else "late"
+    await give_back()
+    return "gone" if disconnected() else "late"
 
 
 def create_app(service: EmbeddingService, settings: ServerSettings | None = None) -> Starlette:

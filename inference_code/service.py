@@ -103,7 +103,7 @@ class EmbeddingService:
         """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500,
         logged once here (so the HTTP layer never logs it again)."""
         if prepared.lines is not None:
-            return self.handle_lines(prepared.lines, deadline)
+            return self.handle_lines(prepared.lines, deadline, priority)
         request = prepared.request
         try:
             vectors, truncated = self.embed(request, deadline, prepared.images, priority)
@@ -118,7 +118,7 @@ class EmbeddingService:
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
         return Response(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
-    def handle_lines(self, lines: list[bytes], deadline: float | None = None) -> Response:
+    def handle_lines(self, lines: list[bytes], deadline: float | None = None, priority: float = 0.0) -> Response:
         """A JSON Lines body: each record answered on its line, in order, as it would be alone.
 
         Records are parsed and their images decoded one by one (each with its own limits and
@@ -128,7 +128,7 @@ class EmbeddingService:
         here as alone. A fault of the whole body (size, empty, the deadline) is one error.
         """
         try:
-            answers, truncated = self._answer_records(lines, deadline)
+            answers, truncated = self._answer_records(lines, deadline, priority)
         except RequestError as error:
             return error_response(error)
         except Exception as exc:  # noqa: BLE001 - as in compute()
@@ -138,7 +138,7 @@ class EmbeddingService:
         headers = {"Content-Type": "application/jsonlines", "X-Amzn-SageMaker-Custom-Attributes": attributes}
         return Response(200, encode_lines(answers), headers)
 
-    def _answer_records(self, lines: list[bytes], deadline: float | None) -> tuple[list[bytes], tuple[bool, ...]]:
+    def _answer_records(self, lines: list[bytes], deadline: float | None, priority: float = 0.0) -> tuple[list[bytes], tuple[bool, ...]]:
         answers: list[bytes | None] = [None] * len(lines)
         truncated = [False] * len(lines)
         pending: dict[str, list] = {"text": [], "image": []}  # (record index, request, inputs) awaiting the model
@@ -153,7 +153,7 @@ class EmbeddingService:
                 return
             check_deadline(deadline)
             try:
-                vectors, flags = self._embed_group(kind, [inputs for _, _, inputs in group])
+                vectors, flags = self._embed_group(kind, [inputs for _, _, inputs in group], priority)
             except DegenerateEmbeddingError as exc:
                 if len(group) == 1:
                     log_internal_error(exc)
@@ -194,12 +194,12 @@ class EmbeddingService:
             raise RuntimeError(f"{len(missing)} records were not answered")
         return answers, tuple(truncated)
 
-    def _embed_group(self, kind: str, inputs: list[list]) -> tuple[np.ndarray, tuple[bool, ...]]:
+    def _embed_group(self, kind: str, inputs: list[list], priority: float = 0.0) -> tuple[np.ndarray, tuple[bool, ...]]:
         items = [item for record in inputs for item in record]
         if kind == "text":
-            result = self.embedder.embed_texts(items)
+            result = self.embedder.embed_texts(items, priority)
             return result.vectors, tuple(result.truncated)
-        return self.embedder.embed_pixels(np.stack(items)), ()
+        return self.embedder.embed_pixels(np.stack(items), priority), ()
 
     def embed(self, request: EmbeddingRequest, deadline: float | None = None, images: list | None = None, priority: float = 0.0):
         if request.kind == "text":

@@ -20,6 +20,7 @@ import yaml
 from clip_api.model_config import ModelConfig, load_all_model_configs
 from infra.deploy_role import deploy_role_statements
 from promotion.events import approval_event_pattern
+from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY
 from promotion.pointer import KEY as POINTER_KEY
 from promotion.pointer import TABLE_ENV as POINTER_TABLE_ENV
 from promotion.state_machine import ASL_PATH
@@ -339,6 +340,12 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         # A build registers for approval, never approved: whoever can start a pipeline must not skip the registry's approval.
         {"Sid": "RegisterOnlyPendingApproval", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage"],
          "Resource": "*", "Condition": {"StringNotEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}}},
+        # Moving the stable URL to another embedding space is the approver's decision (issue 17): a build never records it,
+        # and never relabels the space its gate recorded at registration.
+        {"Sid": "NeverAdoptASpace", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage"],
+         "Resource": "*", "Condition": {"Null": {f"sagemaker:CustomerMetadataProperties/{ADOPT_SPACE_KEY}": "false"}}},
+        {"Sid": "NeverRelabelASpace", "Effect": "Deny", "Action": ["sagemaker:UpdateModelPackage"],
+         "Resource": "*", "Condition": {"Null": {f"sagemaker:CustomerMetadataProperties/{SPACE_KEY}": "false"}}},
     ])], "SageMaker Pipelines of clip-embedding-api: processing jobs, registry")
 
     resources["ApiFunctionRole"] = role("lambda.amazonaws.com", [policy("invoke-endpoints", [
@@ -400,6 +407,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         # The workflow records outcomes (metadata, Rejected): approving is a person's act in the registry, never the workflow's.
         {"Sid": "NeverApprove", "Effect": "Deny", "Action": ["sagemaker:UpdateModelPackage"], "Resource": "*",
          "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": "Approved"}}},
+        # ... nor records an embedding space or the decision to adopt one
+        *({"Sid": f"NeverWrite{sid}", "Effect": "Deny", "Action": ["sagemaker:UpdateModelPackage"], "Resource": "*",
+           "Condition": {"Null": {f"sagemaker:CustomerMetadataProperties/{key}": "false"}}} for sid, key in (("Space", SPACE_KEY), ("AdoptSpace", ADOPT_SPACE_KEY))),
         {**allow(["iam:PassRole"], getatt("ModelExecutionRole", "Arn")), "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
         allow(["dynamodb:PutItem"], pointer_table_arn),
         {**allow(["dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},  # releasing the promotion lock

@@ -329,6 +329,8 @@ def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_s
     `adopt_space` metadata, set to its own `space`, in the same call as the approval."""
     import boto3
 
+    from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY
+
     _use_control_plane(_read_state(workdir))
     sagemaker = boto3.client("sagemaker")
     group = load_model_config(model_id).registry.model_package_group
@@ -337,10 +339,10 @@ def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_s
             arn = package["ModelPackageArn"]
             recorded = {}
             if adopt_space:
-                space = sagemaker.describe_model_package(ModelPackageName=arn).get("CustomerMetadataProperties", {}).get("space")
+                space = sagemaker.describe_model_package(ModelPackageName=arn).get("CustomerMetadataProperties", {}).get(SPACE_KEY)
                 if not space:
                     raise SystemExit(f"{model_id} version {version} records no embedding space: there is nothing to adopt")
-                recorded = {"CustomerMetadataProperties": {"adopt_space": space}}
+                recorded = {"CustomerMetadataProperties": {ADOPT_SPACE_KEY: space}}
             sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", **recorded)
             return arn
     raise SystemExit(f"{model_id} has no version {version} in the local registry")

@@ -15,6 +15,9 @@ from inference_code.manifest import VALIDATED_MANIFEST_ENV
 from promotion.pointer import SPACE_PATTERN, ServingPointer, SpaceRoute
 
 METRICS_NAMESPACE = "ClipEmbeddingApi"
+# Model package metadata (CustomerMetadataProperties): the space the gate recorded at registration, and the
+# approver's decision to move the stable URL to it. Only the pipeline writes the first, only a person the second.
+SPACE_KEY, ADOPT_SPACE_KEY = "space", "adopt_space"
 METRICS_SERVICE = "clip-embedding-api"  # the `service` dimension of every API metric (lambda/embedding_api/app.py)
 _NAME_LIMIT = 63
 
@@ -200,7 +203,8 @@ def decide_space(config: ModelConfig, package: PackageInfo, live: LiveState, nam
         pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, {**kept, package.space: new_route}, revision)
         return SpaceDecision("stable", pointer, "", False, "")
     old = current.space
-    if package.space == old or not old:  # an item from before spaces: the measured agreement decides
+    # an item from before spaces records none: the measured agreement decides, unless another space is adopted
+    if package.space == old or (not old and package.adopt_space != package.space):
         pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, {**kept, package.space: new_route}, revision)
         return SpaceDecision("stable", pointer, live.endpoint, True, "")
     if package.adopt_space == package.space:
@@ -208,7 +212,7 @@ def decide_space(config: ModelConfig, package: PackageInfo, live: LiveState, nam
         spaces = {**kept, old: SpaceRoute(live.endpoint, live.version or 0, until), package.space: new_route}
         pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, spaces, revision)
         when = datetime.fromtimestamp(until, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        note = (f"the stable URL moves from embedding space {old} to {package.space} (adopt_space recorded at approval by "
+        note = (f"the stable URL moves from embedding space {old or 'unrecorded'} to {package.space} (adopt_space recorded at approval by "
                 f"{package.approved_by or 'unknown'}): vectors stored from space {old} do not match new queries, re-embed them; "
                 f"clients that send X-Clip-Space: {old} are served by {live.endpoint} until {when}")
         return SpaceDecision("adopt", pointer, live.endpoint, False, note)
@@ -244,6 +248,11 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
         return skip(f"package group {package.group} is not {config.model_id}'s ({config.registry.model_package_group})")
     # The workflow's own RecordLive/RecordRejected writes emit state-change events too: those end quietly.
     if name in live.pointer.served_endpoints():
+        if package.adopt_space and name != live.endpoint:
+            # adopt_space recorded after the version was approved and promoted to its own space: a new approval
+            # event, but a decision this workflow cannot act on (it promotes new endpoints). Say so.
+            return skip(f"version {package.version} already serves clients that pin space {package.space}; adopt_space recorded after "
+                        "its approval does not move the stable URL: register the artifact again and approve the new version with adopt_space")
         return skip(f"version {package.version} is already serving on {name}", action="ignore")
     if name in live.endpoints:
         # This execution holds the model's lock: an endpoint of this version that does not serve is a leftover
@@ -306,8 +315,10 @@ def plan_promotion(config: ModelConfig, package: PackageInfo, live: LiveState, s
             "previous_pointer": previous_item.to_item(),
             # Compare-and-set on the revision: switch only if the pointer is still what this plan saw (an item
             # from before revisions: if it still names the endpoint seen); restore only if it is still ours.
-            "switch_condition_values": {":seen": {"N": str(seen.revision)}, ":seen_endpoint": {"S": seen.endpoint_name}},
-            "restore_condition_values": {":ours": {"N": str(spaces.pointer.revision)}},
+            # (`:next`, `:restored`: a retry of a write that did land succeeds again instead of failing)
+            "switch_condition_values": {":seen": {"N": str(seen.revision)}, ":seen_endpoint": {"S": seen.endpoint_name},
+                                        ":next": {"N": str(spaces.pointer.revision)}},
+            "restore_condition_values": {":ours": {"N": str(spaces.pointer.revision)}, ":restored": {"N": str(previous_item.revision)}},
             "space": package.space,
             "space_mode": spaces.mode,
             "compare_endpoint": spaces.compare_endpoint,

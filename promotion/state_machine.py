@@ -166,7 +166,8 @@ def build_definition() -> dict:
         "RestorePrevious",
         resource=optimised("dynamodb:putItem"),
         parameters={"TableName.$": "$.plan.pointer_table", "Item.$": "$.plan.previous_pointer",
-                    "ConditionExpression": "revision = :ours", "ExpressionAttributeValues.$": "$.plan.restore_condition_values"},
+                    "ConditionExpression": "revision = :ours OR revision = :restored",
+                    "ExpressionAttributeValues.$": "$.plan.restore_condition_values"},
         result_path=None,
     )
     _retry(restore_previous, DYNAMODB_TRANSIENT, attempts=5)
@@ -305,7 +306,7 @@ def build_definition() -> dict:
         "SwitchTraffic",
         resource=optimised("dynamodb:putItem"),
         parameters={"TableName.$": "$.plan.pointer_table", "Item.$": "$.plan.new_pointer",
-                    "ConditionExpression": ("attribute_not_exists(model_id) OR revision = :seen"
+                    "ConditionExpression": ("attribute_not_exists(model_id) OR revision = :seen OR revision = :next"
                                             " OR (attribute_not_exists(revision) AND endpoint_name = :seen_endpoint)"),
                     "ExpressionAttributeValues.$": "$.plan.switch_condition_values"},
         result_path=None,
@@ -332,6 +333,7 @@ def build_definition() -> dict:
                 "compare_endpoint.$": "$.plan.compare_endpoint",
                 "require_agreement.$": "$.plan.require_agreement",
                 "min_agreement.$": "$.plan.min_agreement",
+                "space.$": "$.plan.space",
             },
         },
         result_selector={"passed.$": "$.Payload.passed", "reason.$": "$.Payload.reason"},

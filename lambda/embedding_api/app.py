@@ -156,7 +156,7 @@ ERROR_RESPONSES = {
         400: "bad input", 409: "space_unavailable: no version of the pinned embedding space is served (the message names those that are)",
         410: "space_retired: the pinned embedding space's grace period has ended; re-embed in an available one",
         413: "too large (the serverless payload limit is 4 MB)", 415: "not application/json",
-        429: "throttled (Retry-After)", 502: "the model failed", 503: "no serving version or cold start (Retry-After)", 504: "timeout",
+        429: "throttled (Retry-After)", 502: "the model failed (model_error), or answered in another space than the pinned one (space_mismatch)", 503: "no serving version or cold start (Retry-After)", 504: "timeout",
     }.items()
 }
 
@@ -286,6 +286,9 @@ def _embed(config: ModelConfig, body: bytes, space: str | None = None) -> tuple[
     result, attributes = invoke_endpoint(Clients.sagemaker_runtime, endpoint, body, remaining_ms)
     parsed = parse_attributes(attributes)
     _Request.space = parsed.get("space", "")
+    if space is not None and _Request.space != space:  # never hand a pinned client vectors of another space
+        logger.error("a pinned space was answered from another", extra={"pinned": space, "answered": _Request.space, "endpoint": endpoint})
+        raise ApiError(502, "space_mismatch", f"the model answered in space {_Request.space or 'unknown'}, not the pinned {space}; retry later")
     return result, parsed
 
 

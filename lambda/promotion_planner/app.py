@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from clip_api.model_config import ModelConfig, load_all_model_configs
 from promotion import lock
-from promotion.plan import LiveState, PackageInfo, Plan, Settings, endpoint_prefix, plan_promotion
+from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY, LiveState, PackageInfo, Plan, Settings, endpoint_prefix, plan_promotion
 from promotion.pointer import TABLE_ENV, read_pointer
 
 logger = Logger(service="clip-promotion-planner")
@@ -91,8 +91,8 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
         registered_by=principal_of(package.get("CreatedBy", {}).get("IamIdentity", {}).get("Arn", "")),
         approved_by=(principal_of(package.get("LastModifiedBy", {}).get("IamIdentity", {}).get("Arn", ""))
                      or package.get("LastModifiedBy", {}).get("UserProfileName", "")),
-        space=metadata.get("space", ""),
-        adopt_space=metadata.get("adopt_space", ""),
+        space=metadata.get(SPACE_KEY, ""),
+        adopt_space=metadata.get(ADOPT_SPACE_KEY, ""),
     )
 
 

@@ -422,6 +422,19 @@ def test_the_pipeline_role_may_register_only_for_approval(deployment):
     assert not deployment.allowed(role, request.action, request.resource, {})  # the status left out (defaults are not trusted)
 
 
+def test_neither_a_build_nor_the_workflow_may_record_a_space_adoption_or_relabel_a_space(deployment):
+    """adopt_space is a person's decision at approval (issue 17); the space is the gate's, written once at registration."""
+    package = ip.arn("sagemaker", "model-package/clip-vit-b-32/3")
+    pipeline, workflow = deployment.role("serving/PipelineRole").key, deployment.role("serving/StateMachineRole").key
+    pending = {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}
+    assert deployment.allowed(pipeline, "sagemaker:CreateModelPackage", package, {**pending, "sagemaker:CustomerMetadataProperties/space": "ab"})
+    assert not deployment.allowed(pipeline, "sagemaker:CreateModelPackage", package, {**pending, "sagemaker:CustomerMetadataProperties/adopt_space": "ab"})
+    assert not deployment.allowed(pipeline, "sagemaker:UpdateModelPackage", package, {**pending, "sagemaker:CustomerMetadataProperties/space": "ab"})
+    for key in ("space", "adopt_space"):
+        assert not deployment.allowed(workflow, "sagemaker:UpdateModelPackage", package, {f"sagemaker:CustomerMetadataProperties/{key}": "ab"})
+    assert deployment.allowed(workflow, "sagemaker:UpdateModelPackage", package, {"sagemaker:CustomerMetadataProperties/promotion": "live"})
+
+
 def test_only_the_workflow_may_write_a_serving_pointer(deployment):
     """The planner takes and releases lock items; a serving pointer is written by the state machine alone."""
     table = ip.arn("dynamodb", "table/clip-embedding-api-serving-pointer")

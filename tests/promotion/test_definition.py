@@ -41,8 +41,8 @@ def test_asl_shape():
     switch = states["SwitchTraffic"]
     assert switch["Resource"] == "arn:${Partition}:states:::dynamodb:putItem"  # the serving pointer, never a function's environment
     assert switch["Parameters"]["ConditionExpression"] == (
-        "attribute_not_exists(model_id) OR revision = :seen OR (attribute_not_exists(revision) AND endpoint_name = :seen_endpoint)")
-    assert states["RestorePrevious"]["Parameters"]["ConditionExpression"] == "revision = :ours"
+        "attribute_not_exists(model_id) OR revision = :seen OR revision = :next OR (attribute_not_exists(revision) AND endpoint_name = :seen_endpoint)")
+    assert states["RestorePrevious"]["Parameters"]["ConditionExpression"] == "revision = :ours OR revision = :restored"
     assert all(s.get("Resource", "").startswith("arn:${Partition}:states:::") for s in _tasks(asl))
     assert "ResultSelector" in states["DescribeEndpoint"]  # no raw timestamps in the execution state
     for name, state in states.items():

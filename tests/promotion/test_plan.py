@@ -51,8 +51,8 @@ def test_first_deployment_plan(b32_config):
         {SPACE: SpaceRoute("clip-clip-vit-b-32-v1", 1)}, revision=1)
     assert plan["previous_pointer"]["endpoint_name"] == {"S": ""}  # a rollback leaves nothing serving, as before
     assert plan["previous_pointer"]["revision"] == {"N": "2"}  # ... and is a write of its own: a plan that saw 0 or 1 fails after it
-    assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": ""}}
-    assert plan["restore_condition_values"] == {":ours": {"N": "1"}}
+    assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": ""}, ":next": {"N": "1"}}
+    assert plan["restore_condition_values"] == {":ours": {"N": "1"}, ":restored": {"N": "2"}}
     assert plan["compare_endpoint"] == "" and plan["space_mode"] == "stable"
     assert plan["old_alarm_names"] == [] and plan["has_previous_endpoint"] is False and plan["retire_endpoints"] == []
     assert plan["smoke_test_uri"] == "s3://b/run/evaluation/smoke_test.json"
@@ -65,7 +65,7 @@ def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
     assert plan["action"] == "promote" and plan["previous_endpoint"] == current
     assert ServingPointer.from_item("clip-vit-b-32", plan["previous_pointer"]).endpoint_name == current
     # compare-and-set against what the plan saw (an item from before revisions: its endpoint)
-    assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": current}}
+    assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": current}, ":next": {"N": "1"}}
     assert plan["old_alarm_names"][0].startswith(current) and plan["has_old_alarms"] is True
     # the pointer recorded no space: the new endpoint must agree with the one it replaces
     assert (plan["compare_endpoint"], plan["require_agreement"], plan["space_mode"]) == (current, True, "stable")

@@ -134,4 +134,37 @@ def test_a_version_of_another_space_only_reports_the_agreement(references):
     result = _compared(references, TILTED, require=False)
     assert result.passed and "min cosine 0.990000" in result.reason
     assert _compared(references, None, require=False, serving_error=True).passed  # the old endpoint failing is no fault of the new one
-    assert not _compared(references, None, require=True, serving_error=True).passed
+
+
+def test_a_failing_endpoint_of_the_same_space_does_not_hold_back_its_fix(references):
+    result = _compared(references, None, require=True, serving_error=True)
+    assert result.passed and "not compared with clip-clip-tiny-v0" in result.reason
+
+
+def _answering(references, attributes: str, space: str):
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    with Stubber(runtime) as stub:
+        for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
+            stub.add_response("invoke_endpoint", {"Body": _body(answer), "CustomAttributes": attributes},
+                              {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json", "Accept": "application/json",
+                               "Body": json.dumps(case["request"])})
+        return run_smoke_test(REQUEST.model_copy(update={"space": space}), references, runtime)
+
+
+def test_the_endpoint_must_report_the_space_its_package_declares(references):
+    assert _answering(references, "model=m;version=v;variant=int8;space=aaaaaaaaaaaa;truncated=none", "aaaaaaaaaaaa").passed
+    mislabelled = _answering(references, "model=m;version=v;variant=int8;space=bbbbbbbbbbbb;truncated=none", "aaaaaaaaaaaa")
+    assert not mislabelled.passed and "reports embedding space bbbbbbbbbbbb" in mislabelled.reason
+    assert not _answering(references, "model=m;version=v;variant=int8;truncated=none", "aaaaaaaaaaaa").passed  # says none
+
+
+def test_the_comparison_is_skipped_and_said_when_the_lambda_is_short_of_time(references):
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    request = REQUEST.model_copy(update={"compare_endpoint": "clip-clip-tiny-v0", "require_agreement": True})
+    with Stubber(runtime) as stub:
+        for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
+            stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json",
+                                                                          "Accept": "application/json", "Body": json.dumps(case["request"])})
+        result = run_smoke_test(request, references, runtime, remaining_ms=lambda: 10_000)
+        stub.assert_no_pending_responses()  # the serving endpoint was not called
+    assert result.passed and "too little time left" in result.reason

@@ -36,7 +36,8 @@ def test_a_version_of_the_serving_space_moves_the_stable_url_and_must_agree_with
     assert (pointer.endpoint_name, pointer.space, pointer.spaces, pointer.revision) == (V(2), A, {A: SpaceRoute(V(2), 2)}, 4)
     assert (plan["space_mode"], plan["compare_endpoint"], plan["require_agreement"]) == ("stable", V(1), True)
     assert plan["min_agreement"] == pytest.approx(2 * 0.998**2 - 1)  # int8's parity threshold, twice the angle
-    assert plan["switch_condition_values"][":seen"] == {"N": "3"} and plan["restore_condition_values"] == {":ours": {"N": "4"}}
+    assert plan["switch_condition_values"][":seen"] == {"N": "3"} and plan["switch_condition_values"][":next"] == {"N": "4"}
+    assert plan["restore_condition_values"] == {":ours": {"N": "4"}, ":restored": {"N": "5"}}
 
 
 def test_a_version_of_another_space_leaves_the_stable_url_and_gets_its_own(b32_config):
@@ -105,3 +106,17 @@ def test_requests_route_to_the_space_they_pin():
     assert route_space(pointer, "cccccccccccc", NOW).problem == "retired"
     unknown = route_space(pointer, "dddddddddddd", NOW)
     assert unknown.problem == "unavailable" and unknown.available == (A, B)
+
+
+def test_a_pointer_from_before_spaces_can_adopt_one_with_the_flag(b32_config):
+    legacy = LiveState(ServingPointer("clip-vit-b-32", V(1), 1, "arn/1"), (V(1),))  # no space, no revision recorded
+    assert plan_for(2, B, legacy, config=b32_config)["space_mode"] == "stable"  # without the flag: agreement decides
+    plan = plan_for(2, B, legacy, adopt=B, config=b32_config)
+    assert plan["space_mode"] == "adopt" and plan["require_agreement"] is False and written(plan).endpoint_name == V(2)
+
+
+def test_adopt_space_recorded_after_a_version_got_its_own_space_is_said_not_ignored(b32_config):
+    spaces = {A: SpaceRoute(V(1), 1), B: SpaceRoute(V(2), 2)}
+    plan = plan_for(2, B, serving(1, A, spaces, endpoints=[V(1), V(2)]), adopt=B, config=b32_config)
+    assert plan["action"] == "skip" and "register the artifact again" in plan["reason"]
+    assert plan_for(2, B, serving(1, A, spaces, endpoints=[V(1), V(2)]), config=b32_config)["action"] == "ignore"  # a plain repeat stays quiet
