@@ -60,6 +60,10 @@ class ServingLimits(_Strict):
     max_pending_requests: int = Field(default=16, ge=1)
     request_deadline_s: float = Field(default=50.0, gt=0, lt=60)
     header_timeout_s: float = Field(default=10.0, gt=0)
+    # Threads one model run (one row) uses; the server runs cores / this many rows at once (0: all cores, one row at a
+    # time). Rows run alone either way, so embeddings do not depend on it (inference_code/encoders.py). 1 suits ViT-B/32
+    # (two rows at once beat one on two threads); ViT-L/14's rows are long enough that one row on all cores wins.
+    intra_op_threads: int = Field(default=1, ge=0)
 
 
 class ServingSpec(_Strict):

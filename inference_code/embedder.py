@@ -54,7 +54,7 @@ class ClipEmbedder:
             ),
         )
         self._measured_item_s: tuple[float, float] | None = None
-        self.parallelism = Parallelism.from_environment(threads, intra_op_threads)
+        self.parallelism = Parallelism.from_environment(threads, intra_op_threads, int(limits.get("intra_op_threads", 1)))
         self._rows = RowPool(self.parallelism)
         self._image_encoder = OnnxEncoder(artifact_dir / IMAGE_ENCODER_FILE, self._rows)
         self._text_encoder = OnnxEncoder(artifact_dir / TEXT_ENCODER_FILE, self._rows)

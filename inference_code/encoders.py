@@ -44,14 +44,16 @@ def l2_normalise(features: np.ndarray) -> np.ndarray:
 class Parallelism:
     """How the cores are used: `workers` rows at once, each run on `intra_op_threads` threads."""
 
-    workers: int
-    intra_op_threads: int
+    workers: int = 1
+    intra_op_threads: int = 1  # the manifest's limits may set it (0: all cores)
 
     @classmethod
-    def from_environment(cls, threads: int | None = None, intra_op_threads: int | None = None) -> "Parallelism":
+    def from_environment(cls, threads: int | None = None, intra_op_threads: int | None = None, default_intra_op_threads: int = 1) -> "Parallelism":
+        """`intra_op_threads` (else the environment, else the artifact's default); 0 means all cores."""
         cores = threads or int(os.environ.get(THREADS_ENV, "0")) or (os.cpu_count() or 1)
-        intra = intra_op_threads or int(os.environ.get(INTRA_OP_THREADS_ENV, "0")) or 1
-        intra = min(intra, cores)
+        if intra_op_threads is None:
+            intra_op_threads = int(os.environ.get(INTRA_OP_THREADS_ENV, str(default_intra_op_threads)))
+        intra = min(intra_op_threads or cores, cores)
         return cls(workers=max(1, cores // intra), intra_op_threads=intra)
 
 

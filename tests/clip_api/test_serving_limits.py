@@ -18,10 +18,11 @@ from PIL import Image
 
 from clip_api.model_config import ServingLimits
 from inference_code.contract import RequestLimits
+from inference_code.encoders import Parallelism
 from inference_code.preprocess import ImageLimits
 from inference_code.server import ServerSettings
 
-READERS = (ServerSettings, RequestLimits, ImageLimits)  # what inference_code builds from the manifest's limits
+READERS = (ServerSettings, RequestLimits, ImageLimits, Parallelism)  # what inference_code builds from the manifest's limits
 
 
 def test_every_declared_limit_is_read_by_the_container_with_the_same_default():

@@ -51,7 +51,16 @@ def test_parallelism_splits_the_cores_into_rows_at_once():
     assert Parallelism.from_environment(threads=2, intra_op_threads=8) == Parallelism(workers=1, intra_op_threads=2)
 
 
-def test_parallelism_reads_the_environment(monkeypatch):
+def test_parallelism_reads_the_environment_then_the_artifacts_default(monkeypatch):
     monkeypatch.setenv("CLIP_API_THREADS", "6")
+    assert Parallelism.from_environment(default_intra_op_threads=0) == Parallelism(workers=1, intra_op_threads=6)  # 0: all cores
+    assert Parallelism.from_environment(default_intra_op_threads=2) == Parallelism(workers=3, intra_op_threads=2)
     monkeypatch.setenv("CLIP_API_INTRA_OP_THREADS", "3")
-    assert Parallelism.from_environment() == Parallelism(workers=2, intra_op_threads=3)
+    assert Parallelism.from_environment(default_intra_op_threads=0) == Parallelism(workers=2, intra_op_threads=3)
+
+
+def test_the_l14_config_runs_one_row_on_all_cores_and_b32_rows_side_by_side():
+    from clip_api.model_config import load_model_config
+
+    assert load_model_config("clip-vit-l-14").serving.limits.intra_op_threads == 0
+    assert load_model_config("clip-vit-b-32").serving.limits.intra_op_threads == 1
