@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 
 import pytest
@@ -29,6 +30,14 @@ def running_server(service, **settings):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def artifact_copy(tiny_fp32, tmp_path):
+    """A copy of the tiny fp32 artifact that a test may tamper with."""
+    copy = tmp_path / "artifact"
+    shutil.copytree(tiny_fp32.directory, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -19,13 +18,6 @@ from inference_code.manifest import (
     sha256_file,
     verify_artifact,
 )
-
-
-@pytest.fixture
-def artifact_copy(tiny_fp32, tmp_path):
-    copy = tmp_path / "artifact"
-    shutil.copytree(tiny_fp32.directory, copy)
-    return copy
 
 
 def test_an_untouched_artifact_loads_with_and_without_the_validated_digest(artifact_copy):

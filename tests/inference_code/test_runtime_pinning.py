@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import sys
 
@@ -20,13 +19,6 @@ from inference_code.manifest import (
     runtime_versions,
     verify_artifact,
 )
-
-
-@pytest.fixture
-def artifact_copy(tiny_fp32, tmp_path):
-    copy = tmp_path / "artifact"
-    shutil.copytree(tiny_fp32.directory, copy)
-    return copy
 
 
 def rewrite_runtime(directory, runtime: dict) -> None:
