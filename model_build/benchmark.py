@@ -14,6 +14,7 @@ import io
 import json
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +137,18 @@ def measure(model_id: str, variant: str, command: list[str], port: int, requests
     return result
 
 
+def _reusable(artifact_dir: Path) -> bool:
+    """A package from an earlier run is reused only if this code would serve it (same manifest schema,
+    files, runtime): one made by older code or under another runtime is packaged again."""
+    from inference_code.manifest import ArtifactIntegrityError, verify_artifact
+
+    try:
+        verify_artifact(artifact_dir)
+    except (ArtifactIntegrityError, FileNotFoundError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def run_benchmark(model_ids: list[str], variants: list[str], out_dir: Path, requests: int = 20, batches=(8, 32), port: int = 18080, seed: int = 0) -> list[VariantResult]:
     from clip_api.model_config import load_model_config
     from model_build.package import package_model
@@ -149,8 +162,9 @@ def run_benchmark(model_ids: list[str], variants: list[str], out_dir: Path, requ
                 command = [sys.executable, "-m", "model_build.baseline_server", model_id, "--seed", str(seed)]
             else:
                 artifact = out_dir / model_id / variant
-                if not (artifact / "artifact" / "manifest.json").is_file():
+                if not _reusable(artifact / "artifact"):
                     print(f"packaging {model_id} {variant} (random init) ...", file=sys.stderr, flush=True)
+                    shutil.rmtree(artifact, ignore_errors=True)
                     package_model(config, artifact, WeightsSource("random"), variant=variant, seed=seed)
                 command = [sys.executable, "-m", "inference_code", "serve", "--host", "127.0.0.1", "--model-dir", str(artifact / "artifact")]
             print(f"measuring {model_id} {variant} ...", file=sys.stderr, flush=True)
