@@ -377,7 +377,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         # The per-model promotion lock (promotion/lock.py): lock items only, never a serving pointer.
         {**allow(["dynamodb:PutItem", "dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},
         # Whether a lock's owner (an execution of the promotion workflow) has ended without releasing it.
-        allow(["states:DescribeExecution"], sub(f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:{PREFIX}-promotion:*")),
+        # (the action's resource types are execution and express: ours is a standard workflow, both are named)
+        allow(["states:DescribeExecution"], [sub(f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:{kind}:{PREFIX}-promotion:*")
+                                             for kind in ("execution", "express")]),
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion planner: read the package and what is live")
     resources["PlannerFunction"] = lambda_function(
