@@ -61,7 +61,7 @@ class RequestLimits:
 
 
 @dataclass(frozen=True)
-class EmbeddingRequest:
+class ParsedRequest:
     kind: Literal["text", "image"]
     items: tuple  # str for text, bytes for image
     batch: bool  # answer with an array of arrays
@@ -71,14 +71,14 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_request(body: bytes, content_type: str | None, limits: RequestLimits) -> EmbeddingRequest:
+def parse_request(body: bytes, content_type: str | None, limits: RequestLimits) -> ParsedRequest:
     if len(body) > limits.max_request_bytes:
         raise request_too_large(len(body), limits)
     kind = media_type(content_type)
     if kind in IMAGE_CONTENT_TYPES:
         if not body:
             raise bad_request("empty_body", "the request body is empty")
-        return EmbeddingRequest(kind="image", items=(body,), batch=False)
+        return ParsedRequest(kind="image", items=(body,), batch=False)
     if kind not in JSON_CONTENT_TYPES and kind != "":
         raise RequestError(
             415,
@@ -115,14 +115,14 @@ def jsonlines_too_large(size: int | None, limits: RequestLimits) -> RequestError
     )
 
 
-def parse_record(line: bytes, limits: RequestLimits) -> EmbeddingRequest:
+def parse_record(line: bytes, limits: RequestLimits) -> ParsedRequest:
     """One JSON Lines record: the same checks as a whole application/json body."""
     if len(line) > limits.max_request_bytes:
         raise request_too_large(len(line), limits)
     return parse_json_request(line, limits)
 
 
-def parse_json_request(body: bytes, limits: RequestLimits) -> EmbeddingRequest:
+def parse_json_request(body: bytes, limits: RequestLimits) -> ParsedRequest:
     if not body.strip():
         raise bad_request("empty_body", "the request body is empty; send a JSON object such as {\"text\": \"a photo of a dog\"}")
     try:
@@ -157,8 +157,8 @@ def parse_json_request(body: bytes, limits: RequestLimits) -> EmbeddingRequest:
         items = value
     batch = key in ("texts", "images")
     if key.startswith("text"):
-        return EmbeddingRequest("text", tuple(check_text(t, _where(key, i, batch), limits) for i, t in enumerate(items)), batch)
-    return EmbeddingRequest("image", tuple(decode_image(v, _where(key, i, batch), limits) for i, v in enumerate(items)), batch)
+        return ParsedRequest("text", tuple(check_text(t, _where(key, i, batch), limits) for i, t in enumerate(items)), batch)
+    return ParsedRequest("image", tuple(decode_image(v, _where(key, i, batch), limits) for i, v in enumerate(items)), batch)
 
 
 def _where(key: str, index: int, batch: bool) -> str:

@@ -47,7 +47,7 @@ from inference_code.embedder import ClipEmbedder
 from inference_code.manifest import ArtifactIntegrityError
 from inference_code.errors import RequestError
 from inference_code.scheduling import WorkerSlots, request_priority
-from inference_code.service import EmbeddingService, Response, deadline_exceeded, error_response
+from inference_code.service import EmbeddingService, ServiceResponse, deadline_exceeded, error_response
 
 logger = logging.getLogger("inference_code.server")
 DEFAULT_MODEL_DIR = "/opt/ml/model"
@@ -117,7 +117,7 @@ def body_too_large_error(exc: BodyTooLarge, request: Request, limits: RequestLim
     )
 
 
-def to_http(response: Response, close: bool = False) -> HttpResponse:
+def to_http(response: ServiceResponse, close: bool = False) -> HttpResponse:
     headers = {**response.headers, **({"Connection": "close"} if close else {})}
     return HttpResponse(response.body, status_code=response.status, headers=headers, media_type="application/json")
 
@@ -229,7 +229,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
                 return HttpResponse(status_code=400)
             loop = asyncio.get_running_loop()
             prepared = await loop.run_in_executor(parser, service.prepare, body, request.headers.get("content-type"))
-            if isinstance(prepared, Response):
+            if isinstance(prepared, ServiceResponse):
                 return to_http(prepared)
             del body  # the prepared request holds what is needed
             # an expensive request may be passed over for at most half its time: it still runs in time

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inference_code.contract import (
-    EmbeddingRequest,
+    ParsedRequest,
     RequestLimits,
     encode_attributes,
     encode_embeddings,
@@ -31,15 +31,15 @@ logger = logging.getLogger("inference_code")
 
 
 @dataclass(frozen=True)
-class Response:
+class ServiceResponse:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def error_response(error: RequestError) -> Response:
+def error_response(error: RequestError) -> ServiceResponse:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
-    return Response(error.status, json.dumps(error.to_body()).encode(), headers)
+    return ServiceResponse(error.status, json.dumps(error.to_body()).encode(), headers)
 
 
 def deadline_exceeded() -> RequestError:
@@ -65,7 +65,7 @@ class PreparedRequest:
     """A request parsed and checked, not yet computed, with its estimated cost (inference_code/cost.py)."""
 
     cost_s: float
-    request: EmbeddingRequest | None = None
+    request: ParsedRequest | None = None
     images: list | None = None  # opened (headers read and checked), not decoded
     lines: list[bytes] | None = None  # a JSON Lines body's records, parsed one by one when computed
 
@@ -77,13 +77,13 @@ class EmbeddingService:
         self.limits = RequestLimits.from_dict(self.manifest.limits)
         self.costs = costs or embedder.cost_model()
 
-    def handle(self, body: bytes, content_type: str | None, deadline: float | None = None) -> Response:
+    def handle(self, body: bytes, content_type: str | None, deadline: float | None = None) -> ServiceResponse:
         prepared = self.prepare(body, content_type)
-        return prepared if isinstance(prepared, Response) else self.compute(prepared, deadline)
+        return prepared if isinstance(prepared, ServiceResponse) else self.compute(prepared, deadline)
 
-    def prepare(self, body: bytes, content_type: str | None) -> PreparedRequest | Response:
+    def prepare(self, body: bytes, content_type: str | None) -> PreparedRequest | ServiceResponse:
         """Parse and check a request without decoding an image or running the model: cheap, so the
-        server can do it before the request waits for a worker. A Response when it is refused."""
+        server can do it before the request waits for a worker. A ServiceResponse when it is refused."""
         try:
             if is_jsonlines(content_type):
                 lines = split_records(body, self.limits)
@@ -99,7 +99,7 @@ class EmbeddingService:
             log_internal_error(exc)
             return error_response(RequestError(500, "internal_error", "internal error"))
 
-    def compute(self, prepared: PreparedRequest, deadline: float | None = None, priority: float = 0.0) -> Response:
+    def compute(self, prepared: PreparedRequest, deadline: float | None = None, priority: float = 0.0) -> ServiceResponse:
         """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500,
         logged once here (so the HTTP layer never logs it again)."""
         if prepared.lines is not None:
@@ -116,9 +116,9 @@ class EmbeddingService:
             log_internal_error(exc)
             return error_response(RequestError(500, "internal_error", "internal error"))
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
-        return Response(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
+        return ServiceResponse(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
-    def handle_lines(self, lines: list[bytes], deadline: float | None = None, priority: float = 0.0) -> Response:
+    def handle_lines(self, lines: list[bytes], deadline: float | None = None, priority: float = 0.0) -> ServiceResponse:
         """A JSON Lines body: each record answered on its line, in order, as it would be alone.
 
         Records are parsed and their images decoded one by one (each with its own limits and
@@ -136,7 +136,7 @@ class EmbeddingService:
             return error_response(RequestError(500, "internal_error", "internal error"))
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
         headers = {"Content-Type": "application/jsonlines", "X-Amzn-SageMaker-Custom-Attributes": attributes}
-        return Response(200, encode_lines(answers), headers)
+        return ServiceResponse(200, encode_lines(answers), headers)
 
     def _answer_records(self, lines: list[bytes], deadline: float | None, priority: float = 0.0) -> tuple[list[bytes], tuple[bool, ...]]:
         answers: list[bytes | None] = [None] * len(lines)
@@ -201,7 +201,7 @@ class EmbeddingService:
             return result.vectors, tuple(result.truncated)
         return self.embedder.embed_pixels(np.stack(items), priority), ()
 
-    def embed(self, request: EmbeddingRequest, deadline: float | None = None, images: list | None = None, priority: float = 0.0):
+    def embed(self, request: ParsedRequest, deadline: float | None = None, images: list | None = None, priority: float = 0.0):
         if request.kind == "text":
             check_deadline(deadline)
             result = self.embedder.embed_texts(list(request.items), priority)
@@ -210,10 +210,10 @@ class EmbeddingService:
         check_deadline(deadline)
         return self.embedder.embed_pixels(np.stack(pixels), priority), ()
 
-    def preprocess_images(self, request: EmbeddingRequest, deadline: float | None = None) -> list[np.ndarray]:
+    def preprocess_images(self, request: ParsedRequest, deadline: float | None = None) -> list[np.ndarray]:
         return self.decode_images(request, self.open_images(request), deadline)
 
-    def open_images(self, request: EmbeddingRequest) -> list:
+    def open_images(self, request: ParsedRequest) -> list:
         """Check every image's header (size, JPEG scans) and their pixels together before decoding any."""
         preprocessor = self.embedder.preprocessor
         opened = []
@@ -232,7 +232,7 @@ class EmbeddingService:
             )
         return opened
 
-    def decode_images(self, request: EmbeddingRequest, opened: list, deadline: float | None = None) -> list[np.ndarray]:
+    def decode_images(self, request: ParsedRequest, opened: list, deadline: float | None = None) -> list[np.ndarray]:
         """Decode opened images one by one within the decode deadline and the request's deadline."""
         preprocessor = self.embedder.preprocessor
         decode_by = time.monotonic() + self.limits.image_decode_deadline_s
@@ -253,5 +253,5 @@ class EmbeddingService:
         return pixels
 
 
-def _at_item(request: EmbeddingRequest, index: int, error: RequestError) -> RequestError:
+def _at_item(request: ParsedRequest, index: int, error: RequestError) -> RequestError:
     return with_item_index(error, f"images[{index}]") if request.batch else error

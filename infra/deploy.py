@@ -35,7 +35,7 @@ DEPLOYED_COMMIT_KEY = f"{PREFIX}/deploy/last-deployed-commit"
 
 
 @dataclass(frozen=True)
-class Facts:
+class AccountState:
     account: str
     region: str
     stacks: dict  # stack name -> current template body (None if absent)
@@ -73,14 +73,14 @@ def template_key(name: str, body: str) -> str:
     return f"{PREFIX}/templates/{Path(name).stem}-{hashlib.sha256(body.encode()).hexdigest()[:16]}.yaml"
 
 
-def manages_api_gateway_account(facts: Facts) -> bool:
+def manages_api_gateway_account(facts: AccountState) -> bool:
     """Set API Gateway's account-level CloudWatch role only where none is set, or where it is ours
     already: never overwrite a role somebody else's APIs log through."""
     current = facts.api_gateway_logging_role
     return not current or current == facts.bootstrap_outputs.get("ApiGatewayCloudWatchRoleArn")
 
 
-def plan_deploy(facts: Facts, rendered: dict[str, str], code_key: str, notification_email: str | None = None) -> list[Action]:
+def plan_deploy(facts: AccountState, rendered: dict[str, str], code_key: str, notification_email: str | None = None) -> list[Action]:
     """The stack calls that bring the account to `rendered`. Every stack call after the bootstrap's
     first creation passes the bootstrap's DeployRole (resolved at execution from its outputs)."""
     bucket = bucket_name(facts.account, facts.region)
@@ -158,7 +158,7 @@ def stack_outputs(cloudformation, name: str) -> dict:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def gather_facts(session, models: tuple[str, ...], code_key: str) -> Facts:
+def gather_facts(session, models: tuple[str, ...], code_key: str) -> AccountState:
     account = session.client("sts").get_caller_identity()["Account"]
     cloudformation, s3 = session.client("cloudformation"), session.client("s3")
     stacks = {}
@@ -176,7 +176,7 @@ def gather_facts(session, models: tuple[str, ...], code_key: str) -> Facts:
         pass
     logging_role = session.client("apigateway").get_account().get("cloudwatchRoleArn", "")
     legacy = legacy_pointers(session.client("lambda"), models) if SERVING_STACK in stacks else ()
-    return Facts(account, session.region_name, stacks, frozenset(objects), models, stack_outputs(cloudformation, BOOTSTRAP_STACK), logging_role, legacy)
+    return AccountState(account, session.region_name, stacks, frozenset(objects), models, stack_outputs(cloudformation, BOOTSTRAP_STACK), logging_role, legacy)
 
 
 LEGACY_ENDPOINT_ENV, LEGACY_PACKAGE_ENV, LEGACY_VERSION_ENV = "SAGEMAKER_ENDPOINT_NAME", "MODEL_PACKAGE_ARN", "MODEL_PACKAGE_VERSION"

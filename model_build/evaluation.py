@@ -57,7 +57,7 @@ def chance_threshold(trials: int, chance: float, max_probability: float) -> floa
 
 
 @dataclass(frozen=True)
-class Facts:
+class ArtifactFacts:
     """What is known about the artifact, independent of measurements."""
 
     model_id: str
@@ -110,7 +110,7 @@ class Metrics:
         return min(self.parity_text_min_cosine, self.parity_image_min_cosine)
 
 
-def decide(facts: Facts, metrics: Metrics, thresholds: Thresholds) -> list[str]:
+def decide(facts: ArtifactFacts, metrics: Metrics, thresholds: Thresholds) -> list[str]:
     """Reasons the artifact must not be registered; empty means it passes."""
     if facts.config_mismatch:
         return [facts.config_mismatch]
@@ -167,7 +167,7 @@ def decide(facts: Facts, metrics: Metrics, thresholds: Thresholds) -> list[str]:
     return reasons
 
 
-def build_report(facts: Facts, metrics: Metrics, thresholds: Thresholds) -> dict:
+def build_report(facts: ArtifactFacts, metrics: Metrics, thresholds: Thresholds) -> dict:
     reasons = decide(facts, metrics, thresholds)
     measured = asdict(metrics)
     worst = measured.pop("worst_probes")

@@ -27,7 +27,7 @@ import numpy as np
 
 from clip_api.model_config import ModelConfig
 from inference_code.manifest import MANIFEST_FILE, Manifest, load_manifest, sha256_file, verify_files
-from model_build.evaluation import Facts, Metrics, Thresholds, build_report, chance_threshold, model_quality
+from model_build.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, chance_threshold, model_quality
 from model_build.golden import choose_golden, golden_path
 from model_build.parity import ModalityParity, measure_parity
 from model_build.probes import (
@@ -269,9 +269,9 @@ def validate_artifact(
     return ValidationResult(report=report, model_quality=model_quality(report), smoke_cases=smoke_cases)
 
 
-def _facts(manifest: Manifest, config: ModelConfig, **measured) -> Facts:
+def _facts(manifest: Manifest, config: ModelConfig, **measured) -> ArtifactFacts:
     """`measured` includes manifest_sha256 where the artifact was read (the digest the container will be held to)."""
-    return Facts(
+    return ArtifactFacts(
         model_id=manifest.model_id,
         version=manifest.version,
         variant=manifest.variant,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from inference_code.contract import EmbeddingRequest, RequestLimits, encode_attributes, encode_embeddings, parse_request
+from inference_code.contract import ParsedRequest, RequestLimits, encode_attributes, encode_embeddings, parse_request
 from inference_code.errors import RequestError
 
 LIMITS = RequestLimits(max_request_bytes=10_000, max_image_bytes=1_000, max_batch_size=4, max_text_chars=100)
@@ -28,7 +28,7 @@ def test_parsing_is_deterministic_and_keeps_no_state_between_requests():
     """The same request parses to the same value however its JSON is spelt and whatever was parsed before it:
     each parse is checked against a value written out here, so an answer carried over from an earlier request
     (a cache keyed too loosely, a shared list) fails, as an equality of two calls' outputs could not."""
-    expected = EmbeddingRequest(kind="text", items=("a dog",), batch=False)
+    expected = ParsedRequest(kind="text", items=("a dog",), batch=False)
     spellings = [b'{"text": "a dog"}', b'{"text":"a dog"}', b' {\n  "text" : "a dog"\n} ', b'{"text": "a \\u0064og"}']
     first = parse(spellings[0])
     assert first == expected
@@ -36,7 +36,7 @@ def test_parsing_is_deterministic_and_keeps_no_state_between_requests():
     assert parse({"image": B64}).items == (b"\x89PNG fake bytes",)
     assert [parse(body) for body in spellings] == [expected] * len(spellings)
     assert first == expected  # not changed by the parses after it
-    assert parse({"texts": ["a dog"]}) == EmbeddingRequest(kind="text", items=("a dog",), batch=True)  # the batch form is not the single one
+    assert parse({"texts": ["a dog"]}) == ParsedRequest(kind="text", items=("a dog",), batch=True)  # the batch form is not the single one
 
 
 def test_single_and_batch_forms():

@@ -14,7 +14,7 @@ from infra.deploy import (
     BOOTSTRAP_STACK,
     SERVING_STACK,
     TEMPLATE_BODY_LIMIT,
-    Facts,
+    AccountState,
     deploy,
     manages_api_gateway_account,
     plan_deploy,
@@ -29,7 +29,7 @@ RENDERED = {"bootstrap.yaml": "B", "serving.yaml": "S", "cicd.yaml": "C"}
 
 
 def facts(stacks=None, objects=(), logging_role=""):
-    return Facts("111122223333", "eu-west-1", stacks or {}, frozenset(objects), ("clip-vit-b-32",), {}, logging_role)
+    return AccountState("111122223333", "eu-west-1", stacks or {}, frozenset(objects), ("clip-vit-b-32",), {}, logging_role)
 
 
 def test_plan_from_an_empty_account():
@@ -65,7 +65,7 @@ def test_the_api_gateway_account_role_is_set_only_where_none_or_ours_is():
     # CloudFormation truncates generated role names to 64 characters: ours is known from the stack's output, never by its name
     ours = f"arn:aws:iam::111122223333:role/{BOOTSTRAP_STACK}-ApiGatewayCloudWatchRo-A81740AB72C1"
     assert manages_api_gateway_account(facts(logging_role=""))
-    assert manages_api_gateway_account(Facts("111122223333", "eu-west-1", {}, frozenset(), ("clip-vit-b-32",),
+    assert manages_api_gateway_account(AccountState("111122223333", "eu-west-1", {}, frozenset(), ("clip-vit-b-32",),
                                              {"ApiGatewayCloudWatchRoleArn": ours}, ours))
     assert not manages_api_gateway_account(facts(logging_role=ours))  # a role of that shape that the stack does not name
     assert not manages_api_gateway_account(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"))

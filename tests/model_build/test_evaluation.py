@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from model_build.evaluation import Facts, Metrics, Thresholds, build_report, decide, model_quality
+from model_build.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, decide, model_quality
 
-FACTS = Facts(
+FACTS = ArtifactFacts(
     model_id="clip-vit-b-32", version="abc", variant="int8", weights_source="pretrained", weights_sha256="f" * 64,
     architecture="ViT-B-32-quickgelu", expected_architecture="ViT-B-32-quickgelu", quick_gelu=True,
     files_ok=True, reference_weights_match=True, has_golden=True, space="0123456789ab",
