@@ -227,3 +227,9 @@ def encode_attributes(model_id: str, version: str, variant: str, truncated: tupl
     indices = ",".join(str(i) for i, flag in enumerate(truncated) if flag)
     named = f";space={space}" if space else ""
     return f"model={model_id};version={version};variant={variant}{named};truncated={indices or 'none'}"
+
+
+def decode_attributes(attributes: str) -> dict[str, str]:
+    """What encode_attributes wrote, as InvokeEndpoint's CustomAttributes returns it: {"model": ..., "space": ...}."""
+    pairs = (item.split("=", 1) for item in attributes.split(";") if "=" in item)
+    return {key.strip(): value.strip() for key, value in pairs}

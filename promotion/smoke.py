@@ -54,15 +54,6 @@ def evaluate(cases: list[dict], answers: list[object], min_cosine: float) -> Smo
     return SmokeResult(True, f"{len(cases)} requests matched (min cosine {worst:.6f})", worst)
 
 
-def reported_space(custom_attributes: str) -> str:
-    """The `space=` the serving container put in its custom attributes ("" when none)."""
-    for item in custom_attributes.split(";"):
-        key, _, value = item.partition("=")
-        if key.strip() == "space":
-            return value.strip()
-    return ""
-
-
 def agreement(new_answers: list[object], serving_answers: list[object]) -> float:
     """The least cosine between two endpoints' answers to the same requests (0 where one is not an embedding)."""
     worst = 1.0

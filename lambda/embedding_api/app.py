@@ -28,11 +28,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import Field
 
 from clip_api.model_config import ModelConfig, load_all_model_configs, load_model_config
-from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, parse_attributes, runtime_config
+from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, runtime_config
 from embedding_api.errors import ApiError
 from embedding_api.image_header import ACCEPTED_FORMATS, read_header
 from embedding_api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
-from inference_code.contract import RequestLimits, check_text, decode_image
+from inference_code.contract import RequestLimits, check_text, decode_attributes, decode_image
 from inference_code.errors import RequestError
 from promotion.pointer import SPACE_PATTERN, TABLE_ENV
 
@@ -284,7 +284,7 @@ def _embed(config: ModelConfig, body: bytes, space: str | None = None) -> tuple[
         return min(gateway_left, app.lambda_context.get_remaining_time_in_millis()) if app.lambda_context else gateway_left
 
     result, attributes = invoke_endpoint(Clients.sagemaker_runtime, endpoint, body, remaining_ms)
-    parsed = parse_attributes(attributes)
+    parsed = decode_attributes(attributes)
     _Request.space = parsed.get("space", "")
     if space is not None and _Request.space != space:  # never hand a pinned client vectors of another space
         logger.error("a pinned space was answered from another", extra={"pinned": space, "answered": _Request.space, "endpoint": endpoint})

@@ -98,8 +98,3 @@ def invoke_endpoint(runtime_for, endpoint: str, body: bytes, remaining_ms, sleep
                 attempt += 1
                 continue
             raise from_endpoint_error(error) from error
-
-
-def parse_attributes(attributes: str) -> dict[str, str]:
-    pairs = (item.split("=", 1) for item in attributes.split(";") if "=" in item)
-    return {key.strip(): value.strip() for key, value in pairs}

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from clip_api.s3_uri import split_s3_uri
+from inference_code.contract import decode_attributes
 from promotion import smoke
 
 logger = Logger(service="clip-smoke-test")
@@ -96,7 +97,7 @@ def _answers(runtime, endpoint: str, cases: list[dict]) -> tuple[list, set[str]]
             answers.append(json.loads(response["Body"].read()))
         except (ClientError, BotoCoreError, ValueError) as error:
             raise _Failed(f"request {index} to {endpoint} failed: {type(error).__name__}: {str(error)[:200]}") from None
-        spaces.add(smoke.reported_space(response.get("CustomAttributes", "")))
+        spaces.add(decode_attributes(response.get("CustomAttributes", "")).get("space", ""))
     return answers, spaces - {""}
 
 

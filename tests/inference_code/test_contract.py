@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from inference_code.contract import ParsedRequest, RequestLimits, encode_attributes, encode_embeddings, parse_request
+from inference_code.contract import ParsedRequest, RequestLimits, decode_attributes, encode_attributes, encode_embeddings, parse_request
 from inference_code.errors import RequestError
 
 LIMITS = RequestLimits(max_request_bytes=10_000, max_image_bytes=1_000, max_batch_size=4, max_text_chars=100)
@@ -114,6 +114,8 @@ def test_encoding_of_embeddings_and_attributes():
     assert encode_attributes("m", "v", "int8").endswith("truncated=none")
     named = encode_attributes("clip-tiny", "abc123", "int8", (True,), space="0123456789ab")
     assert named == "model=clip-tiny;version=abc123;variant=int8;space=0123456789ab;truncated=0"
+    assert decode_attributes(named) == {"model": "clip-tiny", "version": "abc123", "variant": "int8", "space": "0123456789ab", "truncated": "0"}
+    assert decode_attributes("") == {}
 
 
 # Hostile input (issue 13): valid JSON that used to escape as a 500 (RecursionError) or be called malformed.
