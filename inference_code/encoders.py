@@ -78,12 +78,9 @@ class RowPool:
         self.parallelism = parallelism
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._order = itertools.count()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"model-row-{index}", daemon=True) for index in range(parallelism.workers)
-        ]
-        if parallelism.workers > 1:
-            for thread in self._threads:
-                thread.start()
+        if parallelism.workers > 1:  # one worker runs rows on the caller's thread
+            for index in range(parallelism.workers):
+                threading.Thread(target=self._work, name=f"model-row-{index}", daemon=True).start()
 
     def map(self, function, rows, priority: float = 0.0) -> list:
         if self.parallelism.workers == 1:
@@ -96,19 +93,13 @@ class RowPool:
         return [future.result() for future in futures]
 
     def _work(self) -> None:
+        """Daemon threads for the embedder's lifetime (the process's, in a server)."""
         while True:
             _priority, _order, future, function, row = self._queue.get()
-            if future is None:
-                return
             try:
                 future.set_result(function(row))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller waiting on the row
                 future.set_exception(exc)
-
-    def close(self) -> None:
-        if self.parallelism.workers > 1:
-            for _ in self._threads:
-                self._queue.put((float("inf"), next(self._order), None, None, None))
 
 
 class OnnxEncoder:

@@ -60,6 +60,13 @@ def log_internal_error(exc: BaseException) -> None:
     logger.error("internal error handling a request: %s\n%s", type(exc).__name__, frames)
 
 
+def internal_error_response(exc: BaseException) -> ServiceResponse:
+    """Anything raised while handling a request that is not a client's mistake: a 500, logged once here
+    (so the HTTP layer never logs it again)."""
+    log_internal_error(exc)
+    return error_response(RequestError(500, "internal_error", "internal error"))
+
+
 @dataclass(frozen=True)
 class PreparedRequest:
     """A request parsed and checked, not yet computed, with its estimated cost (inference_code/cost.py)."""
@@ -95,13 +102,12 @@ class EmbeddingService:
             return PreparedRequest(cost_s=self.costs.images(images), request=request, images=images)
         except RequestError as error:
             return error_response(error)
-        except Exception as exc:  # noqa: BLE001 - as in compute()
-            log_internal_error(exc)
-            return error_response(RequestError(500, "internal_error", "internal error"))
+        except Exception as exc:  # noqa: BLE001 - our bug, not the client's
+            return internal_error_response(exc)
 
     def compute(self, prepared: PreparedRequest, deadline: float | None = None, priority: float = 0.0) -> ServiceResponse:
-        """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500,
-        logged once here (so the HTTP layer never logs it again)."""
+        """Every client mistake is a RequestError with its 4xx; anything else is our bug: a 500
+        (internal_error_response)."""
         if prepared.lines is not None:
             return self.handle_lines(prepared.lines, deadline, priority)
         request = prepared.request
@@ -112,9 +118,8 @@ class EmbeddingService:
         except DegenerateEmbeddingError as exc:
             log_internal_error(exc)
             return error_response(RequestError(500, "model_error", "the model produced an embedding that cannot be normalised"))
-        except Exception as exc:  # noqa: BLE001 - the one place internal errors become a 500
-            log_internal_error(exc)
-            return error_response(RequestError(500, "internal_error", "internal error"))
+        except Exception as exc:  # noqa: BLE001 - our bug, not the client's
+            return internal_error_response(exc)
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
         return ServiceResponse(200, encode_embeddings(vectors, request.batch), {"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
@@ -131,9 +136,8 @@ class EmbeddingService:
             answers, truncated = self._answer_records(lines, deadline, priority)
         except RequestError as error:
             return error_response(error)
-        except Exception as exc:  # noqa: BLE001 - as in compute()
-            log_internal_error(exc)
-            return error_response(RequestError(500, "internal_error", "internal error"))
+        except Exception as exc:  # noqa: BLE001 - our bug, not the client's
+            return internal_error_response(exc)
         attributes = encode_attributes(self.manifest.model_id, self.manifest.version, self.manifest.variant, truncated, space=self.manifest.space)
         headers = {"Content-Type": "application/jsonlines", "X-Amzn-SageMaker-Custom-Attributes": attributes}
         return ServiceResponse(200, encode_lines(answers), headers)

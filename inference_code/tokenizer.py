@@ -28,8 +28,8 @@ from __future__ import annotations
 import gzip
 import heapq
 import html
-from collections import OrderedDict
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path

@@ -197,27 +197,28 @@ class SpaceDecision:
 def decide_space(config: ModelConfig, package: PackageInfo, live: LiveState, name: str, now: float) -> SpaceDecision:
     current = live.pointer
     kept = {space: route for space, route in current.spaces.items() if not route.retired(now)}
-    new_route = SpaceRoute(name, package.version)
+    spaces = {**kept, package.space: SpaceRoute(name, package.version)}
     revision = current.revision + 1
+
+    def stable_url_moves(routes: dict[str, SpaceRoute]) -> ServingPointer:
+        return ServingPointer(config.model_id, name, package.version, package.arn, package.space, routes, revision)
+
     if not live.endpoint:
-        pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, {**kept, package.space: new_route}, revision)
-        return SpaceDecision("stable", pointer, "", False, "")
+        return SpaceDecision("stable", stable_url_moves(spaces), "", False, "")
     old = current.space
     # an item from before spaces records none: the measured agreement decides, unless another space is adopted
     if package.space == old or (not old and package.adopt_space != package.space):
-        pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, {**kept, package.space: new_route}, revision)
-        return SpaceDecision("stable", pointer, live.endpoint, True, "")
+        return SpaceDecision("stable", stable_url_moves(spaces), live.endpoint, True, "")
     if package.adopt_space == package.space:
         until = int(now + config.endpoint.space_grace_days * 86400)
-        spaces = {**kept, old: SpaceRoute(live.endpoint, live.version or 0, until), package.space: new_route}
-        pointer = ServingPointer(config.model_id, name, package.version, package.arn, package.space, spaces, revision)
+        pointer = stable_url_moves({**spaces, old: SpaceRoute(live.endpoint, live.version or 0, until)})
         when = datetime.fromtimestamp(until, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         note = (f"the stable URL moves from embedding space {old or 'unrecorded'} to {package.space} (adopt_space recorded at approval by "
                 f"{package.approved_by or 'unknown'}): vectors stored from space {old} do not match new queries, re-embed them; "
                 f"clients that send X-Clip-Space: {old} are served by {live.endpoint} until {when}")
         return SpaceDecision("adopt", pointer, live.endpoint, False, note)
     sibling = kept.get(package.space)
-    pointer = replace(current, spaces={**kept, package.space: new_route}, revision=revision)
+    pointer = replace(current, spaces=spaces, revision=revision)
     note = (f"version {package.version} embeds in space {package.space}, not the stable URL's {old}: the stable URL stays on "
             f"{live.endpoint}; clients that send X-Clip-Space: {package.space} get version {package.version}. Consumers must re-embed "
             f"stored vectors to adopt it; to move the stable URL, approve a version of that space with metadata adopt_space={package.space}")
