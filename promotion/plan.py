@@ -211,7 +211,9 @@ def decide_space(config: ModelConfig, package: PackageInfo, live: LiveState, nam
         return SpaceDecision("stable", stable_url_moves(spaces), live.endpoint, True, "")
     if package.adopt_space == package.space:
         until = int(now + config.endpoint.space_grace_days * 86400)
-        pointer = stable_url_moves({**spaces, old: SpaceRoute(live.endpoint, live.version or 0, until)})
+        # the old space is served to clients that pin it; an item from before spaces names none to pin (and
+        # DynamoDB refuses an empty map key)
+        pointer = stable_url_moves({**spaces, old: SpaceRoute(live.endpoint, live.version or 0, until)} if old else spaces)
         when = datetime.fromtimestamp(until, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         note = (f"the stable URL moves from embedding space {old or 'unrecorded'} to {package.space} (adopt_space recorded at approval by "
                 f"{package.approved_by or 'unknown'}): vectors stored from space {old} do not match new queries, re-embed them; "

@@ -113,6 +113,7 @@ def test_a_pointer_from_before_spaces_can_adopt_one_with_the_flag(b32_config):
     assert plan_for(2, B, legacy, config=b32_config)["space_mode"] == "stable"  # without the flag: agreement decides
     plan = plan_for(2, B, legacy, adopt=B, config=b32_config)
     assert plan["space_mode"] == "adopt" and plan["require_agreement"] is False and written(plan).endpoint_name == V(2)
+    assert written(plan).spaces == {B: SpaceRoute(V(2), 2)}  # no route for an unrecorded space: nobody can pin it
 
 
 def test_adopt_space_recorded_after_a_version_got_its_own_space_is_said_not_ignored(b32_config):
