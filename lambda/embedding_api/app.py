@@ -133,10 +133,11 @@ class Clients:
         return cls.runtimes[read_timeout_s]
 
 
+SPACE_SCHEMA = {"type": "string", "pattern": f"^{SPACE_PATTERN.pattern}$"}
 SPACE_DESCRIPTION = ("the embedding space of the answering model (12 hex characters): store it with your vectors; "
                      "vectors of different spaces must not be compared. fp32 and int8 builds of the same weights share a space")
 SERVED_HEADERS = {
-    SPACE_HEADER: {"description": SPACE_DESCRIPTION, "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"}},
+    SPACE_HEADER: {"description": SPACE_DESCRIPTION, "schema": SPACE_SCHEMA},
     "X-Clip-Model": {"description": "the model id that answered", "schema": {"type": "string"}},
     "X-Clip-Version": {"description": "the model version (artifact) that answered", "schema": {"type": "string"}},
     "X-Clip-Truncated": {"description": "indices of texts truncated to the context length, or none", "schema": {"type": "string"}},
@@ -404,7 +405,7 @@ def openapi_spec() -> dict:
         description="Send JSON with Content-Type: application/json and your API key in x-api-key.",
     ))
     spec["components"]["securitySchemes"] = {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
-    pin = {"name": SPACE_HEADER, "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+    pin = {"name": SPACE_HEADER, "in": "header", "required": False, "schema": SPACE_SCHEMA,
            "description": "pin an embedding space: answered by a version of that space while one is served (409/410 otherwise)"}
     for operation in (path.get("post") for path in spec["paths"].values()):
         if operation is not None:
