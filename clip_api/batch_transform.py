@@ -24,9 +24,10 @@ from pathlib import Path
 
 from clip_api import bulk
 from clip_api.embed_dataset import EmbedDatasetError, RunResult, check_space, describe_package
+from clip_core.names import BUCKET_ENV, SERVING_STACK
 
 CONTENT_TYPE = "application/jsonlines"
-MAX_PAYLOAD_MB = 6  # the container accepts JSON Lines bodies up to 6 MiB (RequestLimits.max_jsonlines_bytes)
+MAX_PAYLOAD_MB = 6  # the container accepts JSON Lines bodies up to 6 MiB (ServingLimits.max_jsonlines_bytes)
 INVOCATION_TIMEOUT_S = 3600  # the container's batch deadline (3000 s) answers first
 TERMINAL = ("Completed", "Failed", "Stopped")
 
@@ -69,7 +70,7 @@ def create_transform_job_request(job_name: str, model_name: str, input_uri: str,
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    from clip_api.s3_uri import split_s3_uri as split
+    from clip_core.s3_uri import split_s3_uri as split
 
     return split(uri)
 
@@ -121,7 +122,7 @@ def run_batch_transform(session, model_id: str, source: str, out: Path | str, ve
     """`runner(session, job_request)`: called once after CreateTransformJob (tests: a stand-in for the
     service that runs the container on the inputs); in AWS, None. `space`: refuse, before any work, a
     package that registers another embedding space."""
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
 
     log = log or (lambda message: print(message, file=sys.stderr))
     started = time.monotonic()
@@ -137,7 +138,7 @@ def run_batch_transform(session, model_id: str, source: str, out: Path | str, ve
     artifact_etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
 
     items = read_s3_items(s3, source) if str(source).startswith("s3://") else _sized(s3, bulk.read_items(source))
-    limits = bulk.Limits.from_manifest(config.serving.limits.model_dump())
+    limits = config.serving.limits
     plan = bulk.RunPlan(
         model_id=model_id, model_version=metadata.get("version", ""), artifact_sha256="s3-etag:" + artifact_etag,
         manifest_digest=bulk.manifest_digest(items), items=len(items),
@@ -182,9 +183,8 @@ def _default_role(session) -> str:
     role = os.environ.get("CLIP_API_TRANSFORM_ROLE_ARN")
     if role:
         return role
-    from infra.templates import PREFIX
 
-    outputs = session.client("cloudformation").describe_stacks(StackName=f"{PREFIX}-serving")["Stacks"][0].get("Outputs", [])
+    outputs = session.client("cloudformation").describe_stacks(StackName=SERVING_STACK)["Stacks"][0].get("Outputs", [])
     for output in outputs:
         if output["OutputKey"] == "TransformRoleArn":
             return output["OutputValue"]
@@ -200,7 +200,7 @@ def _start_job(session, s3, sagemaker, items, limits, plan, model_id, s3_prefix,
     job_name = _name(short_model, f"v{plan.package_version}", run_id)
     model_name = job_name
     if not s3_prefix:
-        bucket = os.environ.get("CLIP_API_BUCKET")
+        bucket = os.environ.get(BUCKET_ENV)
         if not bucket:
             raise EmbedDatasetError("set CLIP_API_BUCKET (the artifact bucket) or pass --s3-prefix")
         s3_prefix = f"s3://{bucket}/{BATCH_PREFIX}"

@@ -251,7 +251,7 @@ def default_artifact(model_id: str, variant: str, out_dir: Path, log=print) -> P
     """The benchmark's random-init package (as `clip-api bench` builds it), packaged once and reused."""
     directory = out_dir / model_id / variant
     if not (directory / "artifact" / "manifest.json").is_file():
-        from clip_api.model_config import load_model_config
+        from clip_core.model_config import load_model_config
         from model_build.package import package_model
         from model_build.weights import WeightsSource
 

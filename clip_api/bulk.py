@@ -26,6 +26,8 @@ import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clip_core.limits import ServingLimits
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 DEFAULT_SHARD_BYTES = 3_000_000  # under the container's 4 MB per request and Batch Transform's MaxPayloadInMB
 DEFAULT_SHARD_RECORDS = 64  # keeps one request short (progress, resumption, the request deadline)
@@ -137,21 +139,11 @@ def manifest_digest(items: list[Item]) -> str:
 # Records and shards
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_image_bytes: int = 3_000_000
-    max_text_chars: int = 10_000
-
-    @classmethod
-    def from_manifest(cls, limits: dict) -> "Limits":
-        return cls(limits.get("max_image_bytes", cls.max_image_bytes), limits.get("max_text_chars", cls.max_text_chars))
-
-
 def error_answer(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-def precheck(item: Item, limits: Limits) -> bytes | None:
+def precheck(item: Item, limits: ServingLimits) -> bytes | None:
     """The error answer of an item that cannot be sent (the container's code where it has one)."""
     if item.modality == "image":
         if item.size < 0:
@@ -172,7 +164,7 @@ def record_size(item: Item) -> int:
     return len(json.dumps({"text": item.value})) + 1
 
 
-def plan_shards(items: list[Item], limits: Limits, shard_bytes: int = DEFAULT_SHARD_BYTES,
+def plan_shards(items: list[Item], limits: ServingLimits, shard_bytes: int = DEFAULT_SHARD_BYTES,
                 shard_records: int = DEFAULT_SHARD_RECORDS) -> list[tuple[int, int]]:
     """Contiguous [start, end) ranges of items, each under shard_bytes of records and shard_records items."""
     shards, start, size = [], 0, 0
@@ -197,7 +189,7 @@ def _read_local(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def shard_body(items: list[Item], limits: Limits, read=None) -> tuple[bytes, list[bytes | None]]:
+def shard_body(items: list[Item], limits: ServingLimits, read=None) -> tuple[bytes, list[bytes | None]]:
     """The JSON Lines body of a shard (items that can be sent) and each item's answer known without
     sending it (None: the container answers it)."""
     known = [precheck(item, limits) for item in items]

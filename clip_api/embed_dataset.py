@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip_api import bulk
+from clip_core.limits import ServingLimits
+from clip_core.names import POINTER_TABLE, SERVING_THREADS_ENV
 
 
 class EmbedDatasetError(RuntimeError):
@@ -80,13 +82,12 @@ def check_space(expected: str | None, found: str, what: str) -> None:
 
 def describe_package(session, model_id: str, version: str) -> dict:
     """DescribeModelPackage of the approved package: the one serving (`live`) or version N."""
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from promotion.pointer import read_pointer
 
     config = load_model_config(model_id)
     sagemaker = session.client("sagemaker")
     if version == "live":
-        from infra.templates import POINTER_TABLE
 
         pointer = read_pointer(session.client("dynamodb"), POINTER_TABLE, model_id, consistent=True)
         if not pointer.package_arn:
@@ -117,7 +118,7 @@ def resolve_model(model_id: str, version: str = "live", artifact: str | None = N
         found = artifact_space(bulk.artifact_manifest(Path(artifact)))
         check_space(space, found, f"the artifact {artifact}")
         return ResolvedModel(model_id, Path(artifact), space=found)
-    from clip_api.s3_uri import split_s3_uri
+    from clip_core.s3_uri import split_s3_uri
 
     package = describe_package(session, model_id, version)
     found = package.get("CustomerMetadataProperties", {}).get("space", "")
@@ -149,7 +150,7 @@ class LocalServers:
         self.urls: list[str] = []
         self.logs: list[Path] = []
         threads = threads or max(1, (os.cpu_count() or 1) // workers)
-        env = {**os.environ, "CLIP_API_THREADS": str(threads)}
+        env = {**os.environ, SERVING_THREADS_ENV: str(threads)}
         try:
             for index in range(workers):
                 port = free_port()
@@ -264,7 +265,7 @@ def prepare(model: ResolvedModel, source: str, out: Path, shard_bytes: int, shar
     if model.space and model.space != space:
         raise EmbedDatasetError(f"model package {model.package_arn} registers space {model.space}, but its artifact's manifest gives {space}")
     items = bulk.read_items(source)
-    limits = bulk.Limits.from_manifest(manifest.get("limits", {}))
+    limits = ServingLimits.from_dict(manifest.get("limits", {}))
     plan = bulk.RunPlan(
         model_id=model.model_id, model_version=manifest["version"], artifact_sha256=bulk.sha256_path(model.artifact),
         manifest_digest=bulk.manifest_digest(items), items=len(items),

@@ -14,7 +14,7 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
 
     session = None
     if args.local_mode:
-        from clip_api.paths import REPO_ROOT
+        from clip_core.paths import REPO_ROOT
 
         sys.path.insert(0, str(REPO_ROOT / "lambda"))
         from local_mode import up

@@ -418,7 +418,7 @@ def run_loadtest(settings: LoadSettings, limits=None, processes=None) -> dict:
     sizes the hostile requests; `processes` () -> {name: pid} names the processes whose RSS is read."""
     host, port, path = check_settings(settings)
     if limits is None:
-        from clip_api.model_config import ServingLimits
+        from clip_core.limits import ServingLimits
 
         limits = ServingLimits()
     bodies = ordinary_bodies(settings)

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from clip_core.limits import ServingLimits
 from inference_code.errors import RequestError, bad_request, too_large
 
 JSON_CONTENT_TYPES = ("application/json",)
@@ -44,23 +45,6 @@ class JsonNumber:
 
 
 @dataclass(frozen=True)
-class RequestLimits:
-    max_request_bytes: int = 4_000_000
-    max_image_bytes: int = 3_000_000
-    max_batch_size: int = 32
-    max_text_chars: int = 10_000
-    max_request_pixels: int = 100_000_000  # all images of one request together (decode work)
-    image_decode_deadline_s: float = 10.0  # decoding one request's images
-    # a JSON Lines body (Batch Transform's MultiRecord mini-batch, MaxPayloadInMB=6); each record
-    # within it still obeys max_request_bytes and every per-request limit above
-    max_jsonlines_bytes: int = 6 * 1024 * 1024
-
-    @classmethod
-    def from_dict(cls, limits: dict) -> "RequestLimits":
-        return cls(**{name: limits[name] for name in cls.__dataclass_fields__ if name in limits})
-
-
-@dataclass(frozen=True)
 class ParsedRequest:
     kind: Literal["text", "image"]
     items: tuple  # str for text, bytes for image
@@ -71,7 +55,7 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_request(body: bytes, content_type: str | None, limits: RequestLimits) -> ParsedRequest:
+def parse_request(body: bytes, content_type: str | None, limits: ServingLimits) -> ParsedRequest:
     if len(body) > limits.max_request_bytes:
         raise request_too_large(len(body), limits)
     kind = media_type(content_type)
@@ -93,7 +77,7 @@ def is_jsonlines(content_type: str | None) -> bool:
     return media_type(content_type) in JSONLINES_CONTENT_TYPES
 
 
-def split_records(body: bytes, limits: RequestLimits) -> list[bytes]:
+def split_records(body: bytes, limits: ServingLimits) -> list[bytes]:
     """The records of a JSON Lines body: one per line (LF or CRLF), a final newline optional.
     A blank line is a record (answered empty_body), so answers always line up with requests."""
     if len(body) > limits.max_jsonlines_bytes:
@@ -106,7 +90,7 @@ def split_records(body: bytes, limits: RequestLimits) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
-def jsonlines_too_large(size: int | None, limits: RequestLimits) -> RequestError:
+def jsonlines_too_large(size: int | None, limits: ServingLimits) -> RequestError:
     said = f"{size} bytes" if size is not None else f"more than {limits.max_jsonlines_bytes} bytes"
     return too_large(
         "request_too_large",
@@ -115,14 +99,14 @@ def jsonlines_too_large(size: int | None, limits: RequestLimits) -> RequestError
     )
 
 
-def parse_record(line: bytes, limits: RequestLimits) -> ParsedRequest:
+def parse_record(line: bytes, limits: ServingLimits) -> ParsedRequest:
     """One JSON Lines record: the same checks as a whole application/json body."""
     if len(line) > limits.max_request_bytes:
         raise request_too_large(len(line), limits)
     return parse_json_request(line, limits)
 
 
-def parse_json_request(body: bytes, limits: RequestLimits) -> ParsedRequest:
+def parse_json_request(body: bytes, limits: ServingLimits) -> ParsedRequest:
     if not body.strip():
         raise bad_request("empty_body", "the request body is empty; send a JSON object such as {\"text\": \"a photo of a dog\"}")
     try:
@@ -165,7 +149,7 @@ def _where(key: str, index: int, batch: bool) -> str:
     return f"{key}[{index}]" if batch else key
 
 
-def check_text(value: object, where: str, limits: RequestLimits) -> str:
+def check_text(value: object, where: str, limits: ServingLimits) -> str:
     if not isinstance(value, str):
         raise bad_request("invalid_type", f"'{where}' must be a string")
     if not value.strip():
@@ -179,7 +163,7 @@ def check_text(value: object, where: str, limits: RequestLimits) -> str:
     return value
 
 
-def decode_image(value: object, where: str, limits: RequestLimits) -> bytes:
+def decode_image(value: object, where: str, limits: ServingLimits) -> bytes:
     if not isinstance(value, str):
         raise bad_request("invalid_type", f"'{where}' must be a base64 string")
     prefix = _DATA_URI.match(value)
@@ -198,7 +182,7 @@ def decode_image(value: object, where: str, limits: RequestLimits) -> bytes:
         raise bad_request("invalid_base64", f"'{where}' is not valid base64") from None
 
 
-def request_too_large(size: int, limits: RequestLimits) -> RequestError:
+def request_too_large(size: int, limits: ServingLimits) -> RequestError:
     return too_large(
         "request_too_large",
         f"the request body is {size} bytes; at most {limits.max_request_bytes} bytes are accepted "

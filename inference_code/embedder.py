@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_core.limits import ServingLimits
 from inference_code.cost import CostModel
 from inference_code.encoders import OnnxEncoder, Parallelism, RowPool
 from inference_code.manifest import IMAGE_ENCODER_FILE, TEXT_ENCODER_FILE, VALIDATED_MANIFEST_ENV, Manifest, verify_artifact
-from inference_code.preprocess import ImageLimits, ImagePreprocessor
+from inference_code.preprocess import ImagePreprocessor
 from inference_code.tokenizer import ClipTokenizer
 
 SUPPORTED_PREPROCESS = {"interpolation": "bicubic", "resize_mode": "shortest"}
@@ -46,12 +47,7 @@ class ClipEmbedder:
             image_size=pre.image_size,
             mean=pre.mean,
             std=pre.std,
-            limits=ImageLimits(
-                max_image_bytes=limits["max_image_bytes"],
-                max_image_pixels=limits["max_image_pixels"],
-                max_aspect_ratio=limits["max_aspect_ratio"],
-                max_jpeg_scans=limits.get("max_jpeg_scans", ImageLimits.max_jpeg_scans),
-            ),
+            limits=ServingLimits.from_dict(limits),
         )
         self._measured_item_s: tuple[float, float] | None = None
         self.parallelism = Parallelism.from_environment(threads, intra_op_threads, int(limits.get("intra_op_threads", 1)))

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-THREADS_ENV = "CLIP_API_THREADS"  # cores the server may use (default: all)
+from clip_core.names import SERVING_THREADS_ENV
+
+THREADS_ENV = SERVING_THREADS_ENV
 INTRA_OP_THREADS_ENV = "CLIP_API_INTRA_OP_THREADS"  # threads one model run uses (default 1)
 
 

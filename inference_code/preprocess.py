@@ -22,25 +22,17 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from clip_core.limits import ServingLimits
 from inference_code.errors import bad_request, too_large
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 SCANS_INFO = "clip_api.jpeg_scans"  # set by ImagePreprocessor.open on JPEGs: decoding costs about pixels x scans
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_image_bytes: int = 3_000_000
-    max_image_pixels: int = 40_000_000
-    max_aspect_ratio: float = 50.0
-    max_jpeg_scans: int = 32
 
 
 def resized_size(width: int, height: int, shorter_side: int) -> tuple[int, int]:
@@ -63,7 +55,7 @@ class ImagePreprocessor:
         image_size: int = 224,
         mean: tuple[float, float, float] = OPENAI_CLIP_MEAN,
         std: tuple[float, float, float] = OPENAI_CLIP_STD,
-        limits: ImageLimits = ImageLimits(),
+        limits: ServingLimits = ServingLimits(),
     ):
         self.image_size = image_size
         self.limits = limits

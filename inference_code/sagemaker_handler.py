@@ -8,13 +8,14 @@ the same EmbeddingService, so they answer the same embeddings and the same error
 
 from __future__ import annotations
 
-from inference_code.contract import RequestLimits, encode_embeddings, parse_request
+from clip_core.limits import ServingLimits
+from inference_code.contract import encode_embeddings, parse_request
 from inference_code.errors import RequestError
 from inference_code.server import load_service
 from inference_code.service import EmbeddingService
 
 # The toolkit gives input_fn no handle on the model: the limits of the one loaded model live here.
-_limits = RequestLimits()
+_limits = ServingLimits()
 
 
 def _toolkit_error(error: RequestError) -> Exception:

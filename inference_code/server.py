@@ -42,10 +42,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response as HttpResponse
 from starlette.routing import Route
 
-from inference_code.contract import RequestLimits, is_jsonlines, jsonlines_too_large, request_too_large
+from clip_core.limits import ServingLimits
+from inference_code.contract import is_jsonlines, jsonlines_too_large, request_too_large
 from inference_code.embedder import ClipEmbedder
-from inference_code.manifest import ArtifactIntegrityError
 from inference_code.errors import RequestError
+from inference_code.manifest import ArtifactIntegrityError
 from inference_code.scheduling import WorkerSlots, request_priority
 from inference_code.service import EmbeddingService, ServiceResponse, deadline_exceeded, error_response
 
@@ -56,14 +57,15 @@ LINGERING_CLOSE = "clip.lingering_close"  # ASGI scope extension set by http_pro
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Connection and queue limits; any of them may be set in the manifest's limits."""
+    """Connection and queue settings; those that are serving limits default to ServingLimits' values, and the
+    manifest's limits set them (from_limits)."""
 
-    max_pending_requests: int = 16  # admitted at once: bodies held in memory <= this x max_request_bytes
-    request_deadline_s: float = 50.0  # from arrival to the start of the answer; SageMaker cuts at 60 s
+    max_pending_requests: int = ServingLimits.max_pending_requests  # bodies held in memory <= this x max_request_bytes
+    request_deadline_s: float = ServingLimits.request_deadline_s  # from arrival to the start of the answer
     # a JSON Lines body (Batch Transform mini-batch): its job sets InvocationsTimeoutInSeconds=3600
     batch_request_deadline_s: float = 3000.0
-    body_read_timeout_s: float = 30.0
-    header_timeout_s: float = 10.0
+    body_read_timeout_s: float = ServingLimits.body_read_timeout_s
+    header_timeout_s: float = ServingLimits.header_timeout_s
     keep_alive_s: float = 60.0
     linger_s: float = 5.0  # draining an unread body after an early 413/503
     linger_max_bytes: int = 16_000_000
@@ -102,7 +104,7 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
         raise RequestError(408, "request_timeout", f"the request body was not received within {timeout_s:g} s") from None
 
 
-def body_too_large_error(exc: BodyTooLarge, request: Request, limits: RequestLimits) -> RequestError:
+def body_too_large_error(exc: BodyTooLarge, request: Request, limits: ServingLimits) -> RequestError:
     declared = request.headers.get("content-length", "")
     if is_jsonlines(request.headers.get("content-type")):
         return jsonlines_too_large(int(declared) if declared.isdigit() else None, limits)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clip_core.limits import ServingLimits
 from inference_code.contract import (
     ParsedRequest,
-    RequestLimits,
     encode_attributes,
     encode_embeddings,
     encode_lines,
@@ -81,7 +81,7 @@ class EmbeddingService:
     def __init__(self, embedder: ClipEmbedder, costs: CostModel | None = None):
         self.embedder = embedder
         self.manifest = embedder.manifest
-        self.limits = RequestLimits.from_dict(self.manifest.limits)
+        self.limits = ServingLimits.from_dict(self.manifest.limits)
         self.costs = costs or embedder.cost_model()
 
     def handle(self, body: bytes, content_type: str | None, deadline: float | None = None) -> ServiceResponse:

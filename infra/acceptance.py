@@ -19,14 +19,15 @@ import json
 import threading
 import time
 import urllib.error
-import uuid
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from infra.deploy import BOOTSTRAP_STACK, SERVING_STACK, bucket_name, stack_outputs
-from infra.templates import POINTER_TABLE, PREFIX
+from clip_core.limits import ServingLimits
+from clip_core.names import BOOTSTRAP_STACK, CICD_STACK, POINTER_TABLE, PROJECT, SERVING_STACK, artifact_bucket_name
+from infra.deploy import stack_outputs
 
 MODEL_ID = "clip-tiny"
 MIN_COSINE = 0.99999
@@ -63,7 +64,7 @@ def preflight(session) -> list[str]:
     """Reasons not to run here; empty when the account and region hold no clip-embedding-api deployment."""
     problems = []
     cloudformation = session.client("cloudformation")
-    for name in (BOOTSTRAP_STACK, SERVING_STACK, f"{PREFIX}-cicd"):
+    for name in (BOOTSTRAP_STACK, SERVING_STACK, CICD_STACK):
         if _stack_exists(cloudformation, name):
             problems.append(f"stack {name} exists: this run deploys and deletes its own, so it needs a region without one")
     if _table_exists(session.client("dynamodb"), POINTER_TABLE):
@@ -96,18 +97,18 @@ def leftovers(session) -> list[str]:
     """Everything of this project's that still exists in the account and region."""
     found = []
     cloudformation, sagemaker = session.client("cloudformation"), session.client("sagemaker")
-    found += [f"stack {name}" for name in (BOOTSTRAP_STACK, SERVING_STACK, f"{PREFIX}-cicd") if _stack_exists(cloudformation, name)]
+    found += [f"stack {name}" for name in (BOOTSTRAP_STACK, SERVING_STACK, CICD_STACK) if _stack_exists(cloudformation, name)]
     found += [f"endpoint {e['EndpointName']}" for e in sagemaker.list_endpoints(NameContains="clip-")["Endpoints"]]
     found += [f"endpoint config {c['EndpointConfigName']}" for c in sagemaker.list_endpoint_configs(NameContains="clip-")["EndpointConfigs"]]
     found += [f"model {m['ModelName']}" for m in sagemaker.list_models(NameContains="clip-")["Models"]]
-    found += [f"pipeline {p['PipelineName']}" for p in sagemaker.list_pipelines(PipelineNamePrefix=PREFIX)["PipelineSummaries"]]
+    found += [f"pipeline {p['PipelineName']}" for p in sagemaker.list_pipelines(PipelineNamePrefix=PROJECT)["PipelineSummaries"]]
     found += [f"model package group {g['ModelPackageGroupName']}" for g in sagemaker.list_model_package_groups(NameContains="clip-")["ModelPackageGroupSummaryList"]]
     found += [f"alarm {a['AlarmName']}" for a in session.client("cloudwatch").describe_alarms(AlarmNamePrefix="clip-")["MetricAlarms"]]
     if _table_exists(session.client("dynamodb"), POINTER_TABLE):
         found.append(f"DynamoDB table {POINTER_TABLE}")
-    found += [f"log group {g['logGroupName']}" for prefix in (f"/aws/lambda/{PREFIX}", "/aws/sagemaker/Endpoints/clip-")
+    found += [f"log group {g['logGroupName']}" for prefix in (f"/aws/lambda/{PROJECT}", "/aws/sagemaker/Endpoints/clip-")
               for g in session.client("logs").describe_log_groups(logGroupNamePrefix=prefix).get("logGroups", [])]
-    found += [f"bucket {b['Name']}" for b in session.client("s3").list_buckets()["Buckets"] if b["Name"].startswith(PREFIX)]
+    found += [f"bucket {b['Name']}" for b in session.client("s3").list_buckets()["Buckets"] if b["Name"].startswith(PROJECT)]
     return found
 
 
@@ -120,7 +121,7 @@ def teardown(session, log=print) -> list[str]:
         _quietly(sagemaker.delete_endpoint_config, EndpointConfigName=config["EndpointConfigName"])
     for model in sagemaker.list_models(NameContains="clip-")["Models"]:
         _quietly(sagemaker.delete_model, ModelName=model["ModelName"])
-    for pipeline in sagemaker.list_pipelines(PipelineNamePrefix=PREFIX)["PipelineSummaries"]:
+    for pipeline in sagemaker.list_pipelines(PipelineNamePrefix=PROJECT)["PipelineSummaries"]:
         _quietly(sagemaker.delete_pipeline, PipelineName=pipeline["PipelineName"], ClientRequestToken=uuid.uuid4().hex)
     for group in sagemaker.list_model_package_groups(NameContains="clip-")["ModelPackageGroupSummaryList"]:
         for package in sagemaker.list_model_packages(ModelPackageGroupName=group["ModelPackageGroupName"])["ModelPackageSummaryList"]:
@@ -133,12 +134,12 @@ def teardown(session, log=print) -> list[str]:
     _quietly(session.client("dynamodb").delete_table, TableName=POINTER_TABLE)  # retained by the stack on purpose
     _quietly(sagemaker.delete_model_package_group, ModelPackageGroupName=MODEL_ID)  # if the pipeline upsert, not the stack, made it
     account = session.client("sts").get_caller_identity()["Account"]
-    for bucket in (bucket_name(account, session.region_name), *[b["Name"] for b in session.client("s3").list_buckets()["Buckets"]
+    for bucket in (artifact_bucket_name(account, session.region_name), *[b["Name"] for b in session.client("s3").list_buckets()["Buckets"]
                                                                if b["Name"].startswith(f"{BOOTSTRAP_STACK}-accesslogbucket")]):
         _empty_versioned_bucket(session.client("s3"), bucket)
     log(f"- deleting stack {BOOTSTRAP_STACK} (the KMS key is scheduled for deletion by CloudFormation)")
     _delete_stack(cloudformation, BOOTSTRAP_STACK)
-    for prefix in (f"/aws/lambda/{PREFIX}", "/aws/sagemaker/Endpoints/clip-"):
+    for prefix in (f"/aws/lambda/{PROJECT}", "/aws/sagemaker/Endpoints/clip-"):
         for group in session.client("logs").describe_log_groups(logGroupNamePrefix=prefix).get("logGroups", []):
             _quietly(session.client("logs").delete_log_group, logGroupName=group["logGroupName"])
     return leftovers(session)
@@ -174,7 +175,7 @@ def _empty_versioned_bucket(s3, bucket: str) -> None:
 
 def run_pipeline_and_wait(session, parameters: dict, usage: Usage, timeout_s: float = 3600, log=print) -> str:
     """Start the tiny model's pipeline, wait for it, return the registered package's ARN."""
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from infra.deploy import pipeline_settings_from_stacks
     from pipeline.aws import start_pipeline
 
@@ -246,7 +247,7 @@ def local_embeddings(session, package_arn: str, requests: list[dict]) -> list:
     from pathlib import Path
 
     from inference_code.artifact import extracted_artifact
-    from inference_code.contract import RequestLimits, parse_request
+    from inference_code.contract import parse_request
     from inference_code.embedder import ClipEmbedder
 
     container = session.client("sagemaker").describe_model_package(ModelPackageName=package_arn)["InferenceSpecification"]["Containers"][0]
@@ -258,7 +259,7 @@ def local_embeddings(session, package_arn: str, requests: list[dict]) -> list:
             embedder = ClipEmbedder(directory)
             answers = []
             for payload in requests:
-                parsed = parse_request(json.dumps(payload).encode(), "application/json", RequestLimits())
+                parsed = parse_request(json.dumps(payload).encode(), "application/json", ServingLimits())
                 vectors = embedder.embed_texts(list(parsed.items)).vectors if parsed.kind == "text" else embedder.embed_image_bytes(list(parsed.items))
                 answers.append(vectors.tolist() if parsed.batch else vectors[0].tolist())
             return answers

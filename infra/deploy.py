@@ -19,19 +19,18 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from clip_api.paths import REPO_ROOT
-from infra.templates import POINTER_TABLE, PREFIX, render, templates
+from clip_core.names import BOOTSTRAP_STACK, BUCKET_ENV, POINTER_TABLE, PROJECT, SERVING_STACK, artifact_bucket_name, model_resource_name
+from clip_core.paths import PACKAGED_CONFIGS_DIR, REPO_ROOT
+from infra.templates import render, templates
 
-BOOTSTRAP_STACK = f"{PREFIX}-bootstrap"
-SERVING_STACK = f"{PREFIX}-serving"
-LAMBDA_PACKAGES = ("clip_api", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
+LAMBDA_PACKAGES = ("clip_core", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
 LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py", "inference_code/manifest.py")
 # Every dependency pinned with its sha256 (bounds in lambda/requirements.txt): the same code gives the same zip.
 LAMBDA_LOCK = REPO_ROOT / "lambda" / "requirements.lock"
 
 
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's inline TemplateBody limit; TemplateURL allows 1 MB
-DEPLOYED_COMMIT_KEY = f"{PREFIX}/deploy/last-deployed-commit"
+DEPLOYED_COMMIT_KEY = f"{PROJECT}/deploy/last-deployed-commit"
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,8 @@ class Action:
         return f"upsert SageMaker Pipeline for {self.target}"
 
 
-def bucket_name(account: str, region: str) -> str:
-    return f"{PREFIX}-{account}-{region}"
-
-
 def template_key(name: str, body: str) -> str:
-    return f"{PREFIX}/templates/{Path(name).stem}-{hashlib.sha256(body.encode()).hexdigest()[:16]}.yaml"
+    return f"{PROJECT}/templates/{Path(name).stem}-{hashlib.sha256(body.encode()).hexdigest()[:16]}.yaml"
 
 
 def manages_api_gateway_account(facts: AccountState) -> bool:
@@ -83,7 +78,7 @@ def manages_api_gateway_account(facts: AccountState) -> bool:
 def plan_deploy(facts: AccountState, rendered: dict[str, str], code_key: str, notification_email: str | None = None) -> list[Action]:
     """The stack calls that bring the account to `rendered`. Every stack call after the bootstrap's
     first creation passes the bootstrap's DeployRole (resolved at execution from its outputs)."""
-    bucket = bucket_name(facts.account, facts.region)
+    bucket = artifact_bucket_name(facts.account, facts.region)
     actions = []
     if facts.stacks.get(BOOTSTRAP_STACK) != rendered["bootstrap.yaml"]:
         # The bootstrap creates the bucket, so its template goes inline (it stays far under the limit).
@@ -122,13 +117,13 @@ def build_lambda_zip(vendor_dependencies: bool = True) -> bytes:
         for package in LAMBDA_PACKAGES:
             root = REPO_ROOT / package
             for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.json")):
-                if "__pycache__" not in path.parts:
+                if "__pycache__" not in path.parts and path.relative_to(root).parts[0] != "configs":  # configs: below
                     add(path, (Path(Path(package).name) / path.relative_to(root)).as_posix())
         for module in LAMBDA_MODULES:
             add(REPO_ROOT / module, module)
-        for path in sorted((REPO_ROOT / "configs").rglob("*")):
+        for path in sorted(PACKAGED_CONFIGS_DIR.rglob("*")):  # clip_core's package data
             if path.is_file():
-                add(path, path.relative_to(REPO_ROOT).as_posix())
+                add(path, f"clip_core/configs/{path.relative_to(PACKAGED_CONFIGS_DIR).as_posix()}")
         if vendor_dependencies:
             with tempfile.TemporaryDirectory() as target:
                 subprocess.run(vendor_command(target), check=True)
@@ -147,7 +142,7 @@ def vendor_command(target: str, lock: Path = LAMBDA_LOCK) -> list[str]:
 
 
 def code_key_for(zip_bytes: bytes) -> str:
-    return f"{PREFIX}/lambda/{hashlib.sha256(zip_bytes).hexdigest()[:16]}.zip"
+    return f"{PROJECT}/lambda/{hashlib.sha256(zip_bytes).hexdigest()[:16]}.zip"
 
 
 def stack_outputs(cloudformation, name: str) -> dict:
@@ -170,7 +165,7 @@ def gather_facts(session, models: tuple[str, ...], code_key: str) -> AccountStat
             continue
     objects = set()
     try:
-        s3.head_object(Bucket=bucket_name(account, session.region_name), Key=code_key)
+        s3.head_object(Bucket=artifact_bucket_name(account, session.region_name), Key=code_key)
         objects.add(code_key)
     except ClientError:
         pass
@@ -189,7 +184,7 @@ def legacy_pointers(lambda_client, models: tuple[str, ...]) -> tuple:
     found = []
     for model_id in models:
         try:
-            variables = lambda_client.get_function_configuration(FunctionName=f"{PREFIX}-{model_id}").get("Environment", {}).get("Variables", {})
+            variables = lambda_client.get_function_configuration(FunctionName=model_resource_name(model_id)).get("Environment", {}).get("Variables", {})
         except ClientError:
             continue
         if variables.get(LEGACY_ENDPOINT_ENV):
@@ -209,7 +204,7 @@ def pipeline_settings_from_stacks(session, env: dict | None = None):
         raise RuntimeError(f"stack {SERVING_STACK} has no PipelineRoleArn output: run `clip-api deploy` first")
     account = session.client("sts").get_caller_identity()["Account"]
     return PipelineSettings.from_env({**(os.environ if env is None else env), "CLIP_API_ACCOUNT_ID": account, "CLIP_API_REGION": session.region_name,
-                                      "CLIP_API_BUCKET": bootstrap["ArtifactBucketName"], "CLIP_API_PIPELINE_ROLE_ARN": serving["PipelineRoleArn"]})
+                                      BUCKET_ENV: bootstrap["ArtifactBucketName"], "CLIP_API_PIPELINE_ROLE_ARN": serving["PipelineRoleArn"]})
 
 
 def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str, str], log=print) -> None:
@@ -256,7 +251,7 @@ def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str
                     if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                         raise
         elif action.kind == "upsert-pipeline":
-            from clip_api.model_config import load_model_config
+            from clip_core.model_config import load_model_config
             from pipeline.aws import upsert_pipeline
 
             pipeline_settings = pipeline_settings or pipeline_settings_from_stacks(session)
@@ -296,7 +291,7 @@ def last_deployed_commit(session) -> str:
     """The commit whose deploy (stacks and pipeline starts) last finished, "" before the first."""
     account = session.client("sts").get_caller_identity()["Account"]
     try:
-        body = session.client("s3").get_object(Bucket=bucket_name(account, session.region_name), Key=DEPLOYED_COMMIT_KEY)["Body"].read()
+        body = session.client("s3").get_object(Bucket=artifact_bucket_name(account, session.region_name), Key=DEPLOYED_COMMIT_KEY)["Body"].read()
     except ClientError:
         return ""
     return body.decode().strip()
@@ -304,4 +299,4 @@ def last_deployed_commit(session) -> str:
 
 def record_deployed_commit(session, commit: str) -> None:
     account = session.client("sts").get_caller_identity()["Account"]
-    session.client("s3").put_object(Bucket=bucket_name(account, session.region_name), Key=DEPLOYED_COMMIT_KEY, Body=commit.encode())
+    session.client("s3").put_object(Bucket=artifact_bucket_name(account, session.region_name), Key=DEPLOYED_COMMIT_KEY, Body=commit.encode())

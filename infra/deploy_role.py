@@ -12,7 +12,7 @@ listed in `UNUSED_HANDLER_PERMISSIONS` with the reason.
 
 from __future__ import annotations
 
-PREFIX = "clip-embedding-api"
+from clip_core.names import PROJECT
 
 
 def _arn(service: str, resource: str, region: bool = True, account: bool = True) -> dict:
@@ -32,32 +32,32 @@ SCOPED_ACTIONS: dict[str, tuple[list[str], list]] = {
                     _arn("apigateway", "/usageplans", account=False), _arn("apigateway", "/usageplans/*", account=False),
                     _arn("apigateway", "/account", account=False), _arn("apigateway", "/tags/*", account=False)]),
     "cloudwatch": (["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource",
-                    "cloudwatch:TagResource", "cloudwatch:UntagResource"], [_arn("cloudwatch", f"alarm:{PREFIX}-*")]),
+                    "cloudwatch:TagResource", "cloudwatch:UntagResource"], [_arn("cloudwatch", f"alarm:{PROJECT}-*")]),
     "dynamodb": (["dynamodb:CreateTable", "dynamodb:DeleteTable", "dynamodb:DescribeTable", "dynamodb:UpdateTable", "dynamodb:DescribeTimeToLive",
                   "dynamodb:UpdateTimeToLive", "dynamodb:DescribeContinuousBackups", "dynamodb:UpdateContinuousBackups",
                   "dynamodb:DescribeContributorInsights", "dynamodb:UpdateContributorInsights", "dynamodb:ListTagsOfResource",
                   "dynamodb:TagResource", "dynamodb:UntagResource", "dynamodb:GetResourcePolicy", "dynamodb:PutResourcePolicy",
                   "dynamodb:DeleteResourcePolicy", "dynamodb:DescribeImport", "dynamodb:DescribeKinesisStreamingDestination"],
-                 [_arn("dynamodb", f"table/{PREFIX}-*")]),
+                 [_arn("dynamodb", f"table/{PROJECT}-*")]),
     "events": (["events:PutRule", "events:DeleteRule", "events:DescribeRule", "events:PutTargets", "events:RemoveTargets", "events:ListTargetsByRule",
-                "events:ListTagsForResource", "events:TagResource", "events:UntagResource"], [_arn("events", f"rule/{PREFIX}-*")]),
+                "events:ListTagsForResource", "events:TagResource", "events:UntagResource"], [_arn("events", f"rule/{PROJECT}-*")]),
     "iam": (["iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
              "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
              "iam:TagRole", "iam:UntagRole"],
-            [_arn("iam", f"role/{PREFIX}-*", region=False)]),
+            [_arn("iam", f"role/{PROJECT}-*", region=False)]),
     "kms": (["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:GetKeyRotationStatus", "kms:EnableKeyRotation", "kms:ListResourceTags",
              "kms:TagResource", "kms:UntagResource", "kms:UpdateKeyDescription", "kms:EnableKey", "kms:CreateGrant", "kms:RevokeGrant",
              "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], [PROJECT_KEY]),
-    "kms-alias": (["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"], [_arn("kms", f"alias/{PREFIX}"), PROJECT_KEY]),
+    "kms-alias": (["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"], [_arn("kms", f"alias/{PROJECT}"), PROJECT_KEY]),
     "lambda": (["lambda:CreateFunction", "lambda:DeleteFunction", "lambda:GetFunction", "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
                 "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "lambda:GetFunctionCodeSigningConfig",
                 "lambda:GetFunctionRecursionConfig", "lambda:PutFunctionRecursionConfig", "lambda:GetRuntimeManagementConfig",
                 "lambda:PutRuntimeManagementConfig", "lambda:GetFunctionScalingConfig", "lambda:TagResource", "lambda:UntagResource",
                 "lambda:PublishVersion", "lambda:AddPermission", "lambda:RemovePermission", "lambda:GetPolicy"],
-               [_arn("lambda", f"function:{PREFIX}-*")]),
+               [_arn("lambda", f"function:{PROJECT}-*")]),
     "logs": (["logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy", "logs:AssociateKmsKey",
               "logs:DisassociateKmsKey", "logs:TagResource", "logs:UntagResource", "logs:ListTagsForResource", "logs:GetDataProtectionPolicy"],
-             [_arn("logs", f"log-group:{PREFIX}-*"), _arn("logs", f"log-group:{PREFIX}-*:*")]),
+             [_arn("logs", f"log-group:{PROJECT}-*"), _arn("logs", f"log-group:{PROJECT}-*:*")]),
     "s3": (["s3:CreateBucket", "s3:DeleteBucket", "s3:ListBucket", "s3:GetBucketAcl", "s3:PutBucketAcl", "s3:GetBucketCORS", "s3:GetBucketLogging",
             "s3:PutBucketLogging", "s3:GetBucketNotification", "s3:GetBucketObjectLockConfiguration", "s3:GetBucketOwnershipControls",
             "s3:PutBucketOwnershipControls", "s3:GetBucketPublicAccessBlock", "s3:PutBucketPublicAccessBlock", "s3:GetBucketTagging",
@@ -66,15 +66,15 @@ SCOPED_ACTIONS: dict[str, tuple[list[str], list]] = {
             "s3:GetAccelerateConfiguration", "s3:GetAnalyticsConfiguration", "s3:GetIntelligentTieringConfiguration",
             "s3:GetInventoryConfiguration", "s3:GetMetricsConfiguration", "s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy",
             "s3:ListTagsForResource", "s3:TagResource", "s3:UntagResource", "s3:GetObject", "s3:GetObjectVersion"],
-           [{"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{PREFIX}-*"}]),
+           [{"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{PROJECT}-*"}]),
     "sagemaker": (["sagemaker:CreateModelPackageGroup", "sagemaker:DeleteModelPackageGroup", "sagemaker:DescribeModelPackageGroup",
                    "sagemaker:GetModelPackageGroupPolicy", "sagemaker:PutModelPackageGroupPolicy", "sagemaker:DeleteModelPackageGroupPolicy",
                    "sagemaker:AddTags", "sagemaker:DeleteTags", "sagemaker:ListTags"], [_arn("sagemaker", "model-package-group/clip-*")]),
     "sns": (["sns:CreateTopic", "sns:DeleteTopic", "sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:ListSubscriptionsByTopic",
              "sns:ListTagsForResource", "sns:TagResource", "sns:UntagResource", "sns:Subscribe",
-             "sns:GetDataProtectionPolicy", "sns:PutDataProtectionPolicy"], [_arn("sns", f"{PREFIX}-*")]),
+             "sns:GetDataProtectionPolicy", "sns:PutDataProtectionPolicy"], [_arn("sns", f"{PROJECT}-*")]),
     "states": (["states:CreateStateMachine", "states:DeleteStateMachine", "states:DescribeStateMachine", "states:UpdateStateMachine",
-                "states:ListTagsForResource", "states:TagResource", "states:UntagResource"], [_arn("states", f"stateMachine:{PREFIX}-*")]),
+                "states:ListTagsForResource", "states:TagResource", "states:UntagResource"], [_arn("states", f"stateMachine:{PROJECT}-*")]),
 }
 
 # Actions that have no resource-level permissions (the Service Authorization Reference lists no resource type for them).
@@ -167,13 +167,13 @@ def deploy_role_statements() -> list[dict]:
     statements = [{"Sid": service.replace("-", "").capitalize() + "ResourcesOfThisProject", "Effect": "Allow", "Action": actions, "Resource": resources}
                   for service, (actions, resources) in SCOPED_ACTIONS.items()]
     statements.append({"Sid": "AttachOnlyTheProjectsManagedPolicies", "Effect": "Allow", "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
-                       "Resource": _arn("iam", f"role/{PREFIX}-*", region=False), "Condition": {"ArnEquals": {"iam:PolicyARN": ATTACHABLE_POLICIES}}})
+                       "Resource": _arn("iam", f"role/{PROJECT}-*", region=False), "Condition": {"ArnEquals": {"iam:PolicyARN": ATTACHABLE_POLICIES}}})
     # The role must not widen itself: a change to its own policy is an administrator's deploy.
     statements.append({"Sid": "NeverChangeItself", "Effect": "Deny",
                        "Action": ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
                                   "iam:UpdateAssumeRolePolicy", "iam:DeleteRole", "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary"],
-                       "Resource": _arn("iam", f"role/{PREFIX}-bootstrap-DeployRole-*", region=False)})
-    statements.append({"Sid": "PassThisProjectsRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": _arn("iam", f"role/{PREFIX}-*", region=False),
+                       "Resource": _arn("iam", f"role/{PROJECT}-bootstrap-DeployRole-*", region=False)})
+    statements.append({"Sid": "PassThisProjectsRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": _arn("iam", f"role/{PROJECT}-*", region=False),
                        "Condition": {"StringEquals": {"iam:PassedToService": PASSED_TO}}})
     statements.append({"Sid": "NoResourceLevelPermissions", "Effect": "Allow", "Action": UNSCOPED_ACTIONS, "Resource": "*"})
     return statements

@@ -29,11 +29,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from clip_core.names import BOOTSTRAP_STACK, CICD_STACK, PROJECT, SERVING_STACK
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 PARTITION = "aws"
 URL_SUFFIX = "amazonaws.com"
-STACK_NAMES = {"bootstrap.yaml": "clip-embedding-api-bootstrap", "serving.yaml": "clip-embedding-api-serving", "cicd.yaml": "clip-embedding-api-cicd"}
+STACK_NAMES = {"bootstrap.yaml": BOOTSTRAP_STACK, "serving.yaml": SERVING_STACK, "cicd.yaml": CICD_STACK}
 DEPLOY_ORDER = ("bootstrap.yaml", "serving.yaml", "cicd.yaml")
 
 
@@ -245,7 +247,7 @@ class Stack:
 
     def __init__(self, file: str, template: dict, parameters: dict, exports: dict):
         self.file, self.template = file, template
-        self.name = STACK_NAMES.get(file, "clip-embedding-api-" + file.split(".")[0])
+        self.name = STACK_NAMES.get(file, f"{PROJECT}-" + file.split(".")[0])
         self.resources: dict = template.get("Resources", {})
         self.exports = exports
         self.parameters = {}

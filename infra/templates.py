@@ -17,16 +17,29 @@ from pathlib import Path
 
 import yaml
 
-from clip_api.model_config import ModelConfig, load_all_model_configs
+from clip_core.model_config import ModelConfig, load_all_model_configs
+from clip_core.names import (
+    CORS_ALLOW_ORIGIN_ENV,
+    METRICS_NAMESPACE,
+    METRICS_NAMESPACE_ENV,
+    MODEL_ID_ENV,
+    PLANNER_FUNCTION,
+    POINTER_TABLE,
+    POINTER_TABLE_ENV,
+    PROJECT,
+    SERVED_MODELS_ENV,
+    SMOKE_TEST_FUNCTION,
+    STATE_MACHINE,
+    TOPIC,
+    model_resource_name,
+)
 from infra.deploy_role import deploy_role_statements
 from promotion.events import approval_event_pattern
 from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY
 from promotion.pointer import KEY as POINTER_KEY
-from promotion.pointer import TABLE_ENV as POINTER_TABLE_ENV
-from promotion.state_machine import ASL_PATH
+from promotion.workflow_asl import ASL_PATH
 
 INFRA_DIR = Path(__file__).parent
-PREFIX = "clip-embedding-api"
 PYTHON_RUNTIME = "python3.12"
 DLC_ACCOUNT = "763104351884"  # AWS Deep Learning Containers' registry account
 
@@ -97,7 +110,7 @@ def lambda_function(description: str, handler: str, role_name: str, environment:
             "Timeout": timeout,
             "TracingConfig": {"Mode": "Active"},
             "KmsKeyArn": ref("KmsKeyArn"),
-            "Environment": {"Variables": {"POWERTOOLS_METRICS_NAMESPACE": "ClipEmbeddingApi", "LOG_LEVEL": "INFO", **environment}},
+            "Environment": {"Variables": {METRICS_NAMESPACE_ENV: METRICS_NAMESPACE, "LOG_LEVEL": "INFO", **environment}},
         },
     }
     reasons = []
@@ -173,7 +186,7 @@ def bootstrap_template() -> dict:
                     },
                 },
             },
-            "KeyAlias": {"Type": "AWS::KMS::Alias", "Properties": {"AliasName": f"alias/{PREFIX}", "TargetKeyId": ref("Key")}},
+            "KeyAlias": {"Type": "AWS::KMS::Alias", "Properties": {"AliasName": f"alias/{PROJECT}", "TargetKeyId": ref("Key")}},
             "AccessLogBucket": checkov_skip({
                 "Type": "AWS::S3::Bucket",
                 "Properties": {
@@ -187,7 +200,7 @@ def bootstrap_template() -> dict:
             "ArtifactBucket": {
                 "Type": "AWS::S3::Bucket",
                 "Properties": {
-                    "BucketName": sub(f"{PREFIX}-${{AWS::AccountId}}-${{AWS::Region}}"),
+                    "BucketName": sub(f"{PROJECT}-${{AWS::AccountId}}-${{AWS::Region}}"),
                     "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": getatt("Key", "Arn")}, "BucketKeyEnabled": True}]},
                     "PublicAccessBlockConfiguration": _public_access_block(),
                     "VersioningConfiguration": {"Status": "Enabled"},
@@ -211,9 +224,9 @@ def bootstrap_template() -> dict:
             },
         },
         "Outputs": {
-            "ArtifactBucketName": {"Value": ref("ArtifactBucket"), "Export": {"Name": f"{PREFIX}-artifact-bucket"}},
-            "KmsKeyArn": {"Value": getatt("Key", "Arn"), "Export": {"Name": f"{PREFIX}-kms-key-arn"}},
-            "DeployRoleArn": {"Value": getatt("DeployRole", "Arn"), "Export": {"Name": f"{PREFIX}-deploy-role-arn"}},
+            "ArtifactBucketName": {"Value": ref("ArtifactBucket"), "Export": {"Name": f"{PROJECT}-artifact-bucket"}},
+            "KmsKeyArn": {"Value": getatt("Key", "Arn"), "Export": {"Name": f"{PROJECT}-kms-key-arn"}},
+            "DeployRoleArn": {"Value": getatt("DeployRole", "Arn"), "Export": {"Name": f"{PROJECT}-deploy-role-arn"}},
             # Compared by clip-api deploy with the account's setting (a generated name is truncated: never guess it).
             "ApiGatewayCloudWatchRoleArn": {"Condition": "ManagesApiGatewayAccount", "Value": getatt("ApiGatewayCloudWatchRole", "Arn")},
         },
@@ -224,12 +237,9 @@ def _public_access_block() -> dict:
     return {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
 
 
-PLANNER_FUNCTION = f"{PREFIX}-promotion-planner"
-POINTER_TABLE = f"{PREFIX}-serving-pointer"
 LOCK_ITEMS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["lock:*"]}}
 BATCH_PREFIX = "batch/"  # S3 keys of embed-dataset's Batch Transform inputs and outputs
 BATCH_NAME_PREFIX = "clip-bt-"  # its SageMaker models and transform jobs
-SMOKE_TEST_FUNCTION = f"{PREFIX}-smoke-test"
 
 
 def serving_template(models: list[ModelConfig], include_demo: bool = False) -> dict:
@@ -271,7 +281,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         },
     }
-    resources["Topic"] = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"{PREFIX}-promotions", "KmsMasterKeyId": ref("KmsKeyArn")}}
+    resources["Topic"] = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": TOPIC, "KmsMasterKeyId": ref("KmsKeyArn")}}
     resources["TopicEmail"] = {"Type": "AWS::SNS::Subscription", "Condition": "HasEmail",
                                "Properties": {"TopicArn": ref("Topic"), "Protocol": "email", "Endpoint": ref("NotificationEmail")}}
     for model in served:
@@ -283,7 +293,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
     resources["ModelExecutionRole"] = role("sagemaker.amazonaws.com", [policy("serve-model", [
         allow(["s3:GetObject"], objects_arn),
         kms_use,
-        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
+        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PROJECT + "-*")),
         allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
         allow(["cloudwatch:PutMetricData"], "*", sid="PutMetricDataHasNoResourceLevelPermissions"),
         LOGS_STATEMENT,
@@ -296,7 +306,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         allow(["s3:PutObject"], batch_objects_arn),
         {**allow(["s3:ListBucket"], bucket_arn), "Condition": {"StringLike": {"s3:prefix": [BATCH_PREFIX + "*"]}}},
         kms_use,
-        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
+        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PROJECT + "-*")),
         allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
         allow(["cloudwatch:PutMetricData"], "*", sid="PutMetricDataHasNoResourceLevelPermissions"),
         allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
@@ -325,10 +335,10 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         # Builds read anything of the project's (code, checkpoints, earlier artifacts) but write only pipeline
         # outputs: never the templates, Lambda code or deploy records that CloudFormation and CodeBuild use.
         allow(["s3:GetObject"], objects_arn),
-        allow(["s3:PutObject"], sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}/" + PREFIX + "/pipelines/*")),
+        allow(["s3:PutObject"], sub("arn:${AWS::Partition}:s3:::${ArtifactBucket}/" + PROJECT + "/pipelines/*")),
         allow(["s3:ListBucket"], bucket_arn),
         kms_use,
-        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PREFIX + "-*")),
+        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/" + PROJECT + "-*")),
         allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
         allow(["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob", "sagemaker:AddTags"],
               sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:processing-job/*")),
@@ -354,9 +364,9 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "API Lambdas: invoke the clip endpoints")
     for model in served:
-        name = f"{PREFIX}-{model.model_id}"
-        env = {"MODEL_ID": model.model_id, POINTER_TABLE_ENV: ref("ServingPointerTable"), "SERVED_MODELS": ",".join(m.model_id for m in served),
-               "CORS_ALLOW_ORIGIN": ref("CorsAllowOrigin"), "POWERTOOLS_SERVICE_NAME": name}
+        name = model_resource_name(model.model_id)
+        env = {MODEL_ID_ENV: model.model_id, POINTER_TABLE_ENV: ref("ServingPointerTable"), SERVED_MODELS_ENV: ",".join(m.model_id for m in served),
+               CORS_ALLOW_ORIGIN_ENV: ref("CorsAllowOrigin"), "POWERTOOLS_SERVICE_NAME": name}
         function = lambda_function(f"{model.description}: public API", "embedding_api.app.handler", "ApiFunctionRole", env,
                                    concurrency=model.api.reserved_concurrency)
         function["Properties"]["FunctionName"] = name
@@ -378,7 +388,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
         {**allow(["dynamodb:PutItem", "dynamodb:DeleteItem"], pointer_table_arn), "Condition": LOCK_ITEMS_ONLY},
         # Whether a lock's owner (an execution of the promotion workflow) has ended without releasing it.
         # (the action's resource types are execution and express: ours is a standard workflow, both are named)
-        allow(["states:DescribeExecution"], [sub(f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:{kind}:{PREFIX}-promotion:*")
+        allow(["states:DescribeExecution"], [sub(f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:{kind}:{STATE_MACHINE}:*")
                                              for kind in ("execution", "express")]),
         kms_use, LOGS_STATEMENT, XRAY_STATEMENT,
     ])], "promotion planner: read the package and what is live")
@@ -428,7 +438,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
     resources["PromotionStateMachine"] = {
         "Type": "AWS::StepFunctions::StateMachine",
         "Properties": {
-            "StateMachineName": f"{PREFIX}-promotion",
+            "StateMachineName": STATE_MACHINE,
             "RoleArn": getatt("StateMachineRole", "Arn"),
             # Fn::Sub over the committed ASL (its ${...} placeholders are the only ${ in it): CloudFormation
             # and moto's stand-in both accept this form, unlike DefinitionSubstitutions.
@@ -469,7 +479,7 @@ def serving_template(models: list[ModelConfig], include_demo: bool = False) -> d
 
 def _add_rest_api(resources: dict, served: list[ModelConfig]) -> None:
     resources["Api"] = {"Type": "AWS::ApiGateway::RestApi", "Properties": {
-        "Name": PREFIX, "Description": "CLIP embeddings at stable URLs", "EndpointConfiguration": {"Types": ["REGIONAL"]},
+        "Name": PROJECT, "Description": "CLIP embeddings at stable URLs", "EndpointConfiguration": {"Types": ["REGIONAL"]},
         "ApiKeySourceType": "HEADER", "MinimumCompressionSize": 1024}}
     routes = [(f"{logical(m)}Route", m.route, f"{logical(m)}ApiFunction", ref("Api"), getatt("Api", "RootResourceId")) for m in served]
     resources["V1Resource"] = {"Type": "AWS::ApiGateway::Resource", "Properties": {"RestApiId": ref("Api"), "ParentId": getatt("Api", "RootResourceId"), "PathPart": "v1"}}
@@ -514,20 +524,20 @@ def _add_rest_api(resources: dict, served: list[ModelConfig]) -> None:
     resources["ApiKey"] = {"Type": "AWS::ApiGateway::ApiKey", "DependsOn": ["ApiStage"], "Properties": {
         "Enabled": True, "Description": "default consumer key (create one per consumer)", "StageKeys": [{"RestApiId": ref("Api"), "StageName": "prod"}]}}
     resources["UsagePlan"] = {"Type": "AWS::ApiGateway::UsagePlan", "DependsOn": ["ApiStage"], "Properties": {
-        "UsagePlanName": f"{PREFIX}-default", "ApiStages": [{"ApiId": ref("Api"), "Stage": "prod"}],
+        "UsagePlanName": f"{PROJECT}-default", "ApiStages": [{"ApiId": ref("Api"), "Stage": "prod"}],
         "Throttle": {"RateLimit": ref("ApiRateLimit"), "BurstLimit": ref("ApiBurstLimit")},
         "Quota": {"Limit": ref("ApiDailyQuota"), "Period": "DAY"}}}
     resources["UsagePlanKey"] = {"Type": "AWS::ApiGateway::UsagePlanKey", "Properties": {"KeyId": ref("ApiKey"), "KeyType": "API_KEY", "UsagePlanId": ref("UsagePlan")}}
     for metric, threshold, statistic in (("5XXError", 1, "Sum"), ("Latency", 10000, "Average")):
         resources[f"Api{metric}Alarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": {
-            "AlarmDescription": f"{PREFIX} API {metric}", "Namespace": "AWS/ApiGateway", "MetricName": metric,
-            "Dimensions": [{"Name": "ApiName", "Value": PREFIX}, {"Name": "Stage", "Value": "prod"}], "Statistic": statistic, "Period": 60,
+            "AlarmDescription": f"{PROJECT} API {metric}", "Namespace": "AWS/ApiGateway", "MetricName": metric,
+            "Dimensions": [{"Name": "ApiName", "Value": PROJECT}, {"Name": "Stage", "Value": "prod"}], "Statistic": statistic, "Period": 60,
             "EvaluationPeriods": 5, "Threshold": threshold, "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching",
             "AlarmActions": [ref("Topic")]}}
 
 
 # The images CodeBuild pushes (buildspec.yml): logical id -> repository name.
-IMAGE_REPOSITORIES = {"ServingImageRepository": f"{PREFIX}-serve", "ProcessingImageRepository": f"{PREFIX}-build"}
+IMAGE_REPOSITORIES = {"ServingImageRepository": f"{PROJECT}-serve", "ProcessingImageRepository": f"{PROJECT}-build"}
 
 
 def image_repository(name: str) -> dict:
@@ -543,8 +553,8 @@ def cicd_template() -> dict:
     codebuild_role = role("codebuild.amazonaws.com", [policy("build-and-deploy", [
         LOGS_STATEMENT,
         allow(["s3:GetObject", "s3:PutObject"], sub("${PipelineArtifacts.Arn}/*")),
-        allow(["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::" + PREFIX + "-${AWS::AccountId}-${AWS::Region}"),
-                                                                 sub("arn:${AWS::Partition}:s3:::" + PREFIX + "-${AWS::AccountId}-${AWS::Region}/*")]),
+        allow(["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::" + PROJECT + "-${AWS::AccountId}-${AWS::Region}"),
+                                                                 sub("arn:${AWS::Partition}:s3:::" + PROJECT + "-${AWS::AccountId}-${AWS::Region}/*")]),
         allow(["kms:Decrypt", "kms:GenerateDataKey"], ref("KmsKeyArn")),
         allow(["ecr:GetAuthorizationToken"], "*", sid="EcrAuthHasNoResourceLevelPermissions"),
         # Push to this stack's repositories (immutable tags), and read back the pushed digest the model package registers.
@@ -558,21 +568,21 @@ def cicd_template() -> dict:
         allow(["codestar-connections:UseConnection", "codeconnections:UseConnection"], ref("ConnectionArn")),
         allow(["cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents",
                "cloudformation:GetTemplate"],
-              sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/" + PREFIX + "-*/*")),
+              sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/" + PROJECT + "-*/*")),
         # clip-api deploy passes CloudFormation's service role on every stack call: CloudFormation acts with it, not with this role.
-        {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PREFIX + "-bootstrap-DeployRole-*")),
+        {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PROJECT + "-bootstrap-DeployRole-*")),
          "Condition": {"StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}}},
         # Upgrading a deployment from before the serving pointer: read what each API function served, write it once.
-        allow(["lambda:GetFunctionConfiguration"], sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + PREFIX + "-*")),
+        allow(["lambda:GetFunctionConfiguration"], sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + PROJECT + "-*")),
         allow(["dynamodb:PutItem"], sub("arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/" + POINTER_TABLE)),
         # The prerequisite check of clip-api deploy: does the account already have API Gateway's CloudWatch role?
         allow(["apigateway:GET"], sub("arn:${AWS::Partition}:apigateway:${AWS::Region}::/account")),
         # `clip-api deploy` upserts each model's SageMaker Pipeline with the serving stack's PipelineRole.
-        {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PREFIX + "-serving-PipelineRole-*")),
+        {**allow(["iam:PassRole"], sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/" + PROJECT + "-serving-PipelineRole-*")),
          "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
         allow(["sagemaker:CreatePipeline", "sagemaker:UpdatePipeline", "sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution", "sagemaker:AddTags",
                "sagemaker:DescribeModelPackageGroup", "sagemaker:CreateModelPackageGroup"],
-              [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/" + PREFIX + "-*"),
+              [sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/" + PROJECT + "-*"),
                sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:model-package-group/clip-*")]),
     ])], "CodeBuild: test, lint, build images, deploy stacks, upsert pipelines")
     pipeline_role = role("codepipeline.amazonaws.com", [policy("run-pipeline", [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from clip_api.model_config import ModelConfig
+from clip_core.model_config import ModelConfig
 from local_mode.http_handler import QuietHandler
 from local_mode.output import thread_stdout_to
 

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_api.s3_uri import split_s3_uri
+from clip_core.s3_uri import split_s3_uri
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from infra.templates import PLANNER_FUNCTION
+from clip_core.names import PLANNER_FUNCTION, REQUIRE_IMAGE_DIGEST_ENV
 from local_mode.control_plane import ACCOUNT, REGION
 
 
@@ -60,7 +60,7 @@ class LocalPromoter:
         package = self.sagemaker.describe_model_package(ModelPackageName=package_arn)
         event = approval_event(package)
         # Local mode serves the repository's code in-process: its packages name no pushed image, so no digest.
-        planner_env = {**self._function_env(PLANNER_FUNCTION), "REQUIRE_IMAGE_DIGEST": "false"}
+        planner_env = {**self._function_env(PLANNER_FUNCTION), REQUIRE_IMAGE_DIGEST_ENV: "false"}
         name = f"local-{uuid.uuid4().hex[:12]}"
         execution_arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
         plan = plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.session.client("dynamodb"), settings_from_env(planner_env),

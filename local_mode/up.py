@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_api.model_config import ModelConfig, load_model_config
+from clip_core.model_config import ModelConfig, load_model_config
+from clip_core.names import BOOTSTRAP_STACK, BUCKET_ENV, MODEL_ID_ENV, PLANNER_FUNCTION, PROJECT, SERVED_MODELS_ENV, SERVING_STACK, SMOKE_TEST_FUNCTION, STATE_MACHINE, artifact_bucket_name
 
 STATE_FILE = Path(".local/state.json")
 # B/32 by default: exporting and quantising L/14 takes minutes on a laptop (add it with --models).
@@ -99,7 +100,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
     import boto3
 
     from infra.deploy import build_lambda_zip, code_key_for
-    from infra.templates import PREFIX, bootstrap_template, render, serving_template
+    from infra.templates import bootstrap_template, render, serving_template
     from local_mode.api_gateway import LocalApiGateway
     from local_mode.control_plane import REGION, ControlPlane
     from local_mode.inference_servers import InferenceServers
@@ -125,18 +126,18 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
     try:
         configs, weights = choose_models(settings, log)
         cloudformation, s3 = session.client("cloudformation"), session.client("s3")
-        cloudformation.create_stack(StackName=f"{PREFIX}-bootstrap", TemplateBody=render(bootstrap_template()))
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=f"{PREFIX}-bootstrap")["Stacks"][0]["Outputs"]}
+        cloudformation.create_stack(StackName=BOOTSTRAP_STACK, TemplateBody=render(bootstrap_template()))
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=BOOTSTRAP_STACK)["Stacks"][0]["Outputs"]}
         code = build_lambda_zip(vendor_dependencies=False)
         s3.put_object(Bucket=outputs["ArtifactBucketName"], Key=code_key_for(code), Body=code)
         parameters = {"ArtifactBucket": outputs["ArtifactBucketName"], "KmsKeyArn": outputs["KmsKeyArn"], "LambdaCodeKey": code_key_for(code),
                       "PollSeconds": settings.poll_seconds, "BakeSeconds": settings.bake_seconds}
-        cloudformation.create_stack(StackName=f"{PREFIX}-serving", TemplateBody=render(serving_template(configs, include_demo=True)),
+        cloudformation.create_stack(StackName=SERVING_STACK, TemplateBody=render(serving_template(configs, include_demo=True)),
                                     Capabilities=["CAPABILITY_IAM"], Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()])
-        stack_outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=f"{PREFIX}-serving")["Stacks"][0]["Outputs"]}
-        state_machine_arn = register_state_machine(session, f"{PREFIX}-serving", stack_outputs["TopicArn"])
+        stack_outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=SERVING_STACK)["Stacks"][0]["Outputs"]}
+        state_machine_arn = register_state_machine(session, SERVING_STACK, stack_outputs["TopicArn"])
         log(f"   stacks deployed into the control plane at {control_plane.url} (API Lambdas, promotion state machine, SNS topic)")
-        os.environ.update({"SERVED_MODELS": ",".join(c.model_id for c in configs), "MODEL_ID": configs[0].model_id, "CLIP_API_BUCKET": outputs["ArtifactBucketName"]})
+        os.environ.update({SERVED_MODELS_ENV: ",".join(c.model_id for c in configs), MODEL_ID_ENV: configs[0].model_id, BUCKET_ENV: outputs["ArtifactBucketName"]})
         pipeline_settings = PipelineSettings.from_env()
 
         if weights == "pretrained":
@@ -158,7 +159,7 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
                 log("   approved (--approve)")
 
         lambda_log = None if settings.verbose else workdir / "api-lambda.log"
-        gateway = LocalApiGateway(configs, session.client("lambda"), PREFIX + "-{model_id}", port=settings.api_port,
+        gateway = LocalApiGateway(configs, session.client("lambda"), PROJECT + "-{model_id}", port=settings.api_port,
                                   lambda_log=lambda_log).start()
         status.api_url, status.control_plane_url = gateway.url, control_plane.url
         write_state(workdir / "state.json", {"pid": os.getpid(), "control_plane": control_plane.url, "api": gateway.url,
@@ -295,8 +296,7 @@ def register_state_machine(session, stack_name: str, topic_arn: str) -> str:
     backend when execution is enabled, so the same committed ASL is registered here with the same
     substitutions and the stack's own role.
     """
-    from infra.templates import PLANNER_FUNCTION, PREFIX, SMOKE_TEST_FUNCTION
-    from promotion.state_machine import ASL_PATH, substitute
+    from promotion.workflow_asl import ASL_PATH, substitute
 
     lambda_client = session.client("lambda")
     # CloudFormation names the role <stack>-StateMachineRole-<suffix> (moto's DescribeStackResource
@@ -308,7 +308,7 @@ def register_state_machine(session, stack_name: str, topic_arn: str) -> str:
         "SmokeTestFunctionArn": lambda_client.get_function(FunctionName=SMOKE_TEST_FUNCTION)["Configuration"]["FunctionArn"],
         "TopicArn": topic_arn,
     })
-    return session.client("stepfunctions").create_state_machine(name=f"{PREFIX}-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
+    return session.client("stepfunctions").create_state_machine(name=STATE_MACHINE, definition=definition, roleArn=role_arn)["stateMachineArn"]
 
 
 def _read_state(workdir: Path) -> dict:
@@ -354,7 +354,7 @@ def build(model_id: str, parameters: dict, workdir: Path = Path(".local")):
     from pipeline.settings import PipelineSettings
 
     _use_control_plane(_read_state(workdir))
-    os.environ.setdefault("CLIP_API_BUCKET", "clip-embedding-api-123456789012-us-east-1")
+    os.environ.setdefault(BUCKET_ENV, artifact_bucket_name("123456789012", "us-east-1"))
     config = load_model_config(model_id)
     if config.demo_only:
         parameters = {"WeightsSource": "random", **parameters}  # demo models have no released weights

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from clip_api.model_config import load_model_config
+from clip_core.model_config import load_model_config
 from model_build.weights import WeightsSource, build_model
 
 

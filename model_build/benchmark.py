@@ -13,8 +13,8 @@ import base64
 import io
 import json
 import platform
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -150,7 +150,7 @@ def _reusable(artifact_dir: Path) -> bool:
 
 
 def run_benchmark(model_ids: list[str], variants: list[str], out_dir: Path, requests: int = 20, batches=(8, 32), port: int = 18080, seed: int = 0) -> list[VariantResult]:
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from model_build.package import package_model
     from model_build.weights import WeightsSource
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_api.paths import MODEL_CONFIGS_DIR
+from clip_core.paths import MODEL_CONFIGS_DIR
 from model_build.probes import ProbeImage
 
 GOLDEN_FORMAT_VERSION = 1

@@ -21,8 +21,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import clip_core
 import inference_code
-from clip_api.model_config import ModelConfig
+from clip_core.model_config import ModelConfig
 from inference_code.manifest import (
     IMAGE_ENCODER_FILE,
     MANIFEST_FILE,
@@ -39,6 +40,9 @@ from model_build.weights import WeightsSource, build_model
 ARTIFACT_FILE = "model.tar.gz"
 SERVING_PACKAGE_DIR = Path(inference_code.__file__).parent
 _SERVING_PACKAGE_FILES = ("*.py", VOCAB_FILE, "requirements.txt")
+# The foundation modules the serving package imports (no pydantic, no yaml: the container has neither).
+FOUNDATION_DIR = Path(clip_core.__file__).parent
+SERVING_FOUNDATION_FILES = ("__init__.py", "limits.py", "names.py")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ def copy_serving_code(code_dir: Path) -> None:
     for pattern in _SERVING_PACKAGE_FILES:
         for path in SERVING_PACKAGE_DIR.glob(pattern):
             shutil.copy2(path, package_dir / path.name)
+    (code_dir / "clip_core").mkdir()
+    for name in SERVING_FOUNDATION_FILES:
+        shutil.copy2(FOUNDATION_DIR / name, code_dir / "clip_core" / name)
     shutil.copy2(SERVING_PACKAGE_DIR / "sagemaker_entry.py", code_dir / "inference.py")
     shutil.copy2(SERVING_PACKAGE_DIR / "requirements.txt", code_dir / "requirements.txt")
 
@@ -152,7 +159,7 @@ def package_model(
             weights=built.weights,
             preprocess=built.preprocess,
             tokenizer=TokenizerInfo(vocab_file=VOCAB_FILE, context_length=built.context_length),
-            limits=config.serving.limits.model_dump(),
+            limits=config.serving.limits.as_dict(),
             files=files,
             versions=_library_versions(),
             runtime=runtime_versions(),  # Package and Validate run one image: the runtime the gate validates with

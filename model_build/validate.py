@@ -25,19 +25,27 @@ from typing import Iterator
 
 import numpy as np
 
-from clip_api.model_config import ModelConfig
+from clip_core.model_config import ModelConfig
+from clip_core.smoke_cases import SMOKE_FILE
+from clip_core.smoke_cases import dumps as dump_smoke_cases
+from clip_core.smoke_cases import smoke_requests
 from inference_code.manifest import MANIFEST_FILE, Manifest, load_manifest, sha256_file, verify_files
 from model_build.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, chance_threshold, model_quality
 from model_build.golden import choose_golden, golden_path
 from model_build.parity import ModalityParity, measure_parity
 from model_build.probes import (
-    SIMILARITY_TRIPLETS, ZERO_SHOT_PROMPT, ZERO_SHOT_WORDS, ProbeImage, probe_images, probe_texts, similarity_texts,
+    SIMILARITY_TRIPLETS,
+    ZERO_SHOT_PROMPT,
+    ZERO_SHOT_WORDS,
+    ProbeImage,
+    probe_images,
+    probe_texts,
+    similarity_texts,
 )
 from model_build.reference import OpenClipReference, cosine_rows
 from model_build.weights import trained_with_quick_gelu
-from promotion import smoke
 
-_SERVING_MODULES = ("inference", "inference_code")
+_SERVING_MODULES = ("inference", "inference_code", "clip_core")
 
 
 def _is_serving_module(name: str) -> bool:
@@ -112,7 +120,7 @@ class ValidationResult:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(self.report, indent=2))
         (quality_path or report_path.with_name("model_quality.json")).write_text(json.dumps(self.model_quality, indent=2))
-        report_path.with_name(smoke.SMOKE_FILE).write_text(smoke.dumps(list(self.smoke_cases)))
+        report_path.with_name(SMOKE_FILE).write_text(dump_smoke_cases(list(self.smoke_cases)))
 
 
 def rebuild_reference(manifest: Manifest, config: ModelConfig):
@@ -231,7 +239,7 @@ def validate_artifact(
         photo = next((d for n, d in named_images if n.startswith("photo-")), named_images[0][1])
         image_p50, image_p95 = _latencies(lambda: client.embed_images([photo]), latency_repeats)
         small_image = next((d for n, d in named_images if n == "shapes-png"), named_images[-1][1])
-        smoke_cases = [{"request": request, "expected": client.invoke(request).tolist()} for request in smoke.smoke_requests(small_image)]
+        smoke_cases = [{"request": request, "expected": client.invoke(request).tolist()} for request in smoke_requests(small_image)]
 
     all_vectors = np.concatenate([text_vectors, image_vectors])
     metrics = Metrics(

@@ -29,9 +29,9 @@ import numpy as np
 import open_clip
 import torch
 
-from clip_api.model_config import ModelConfig, PinnedWeightsFile
-from clip_api.paths import OPEN_CLIP_CONFIGS_DIR
-from clip_api.s3_uri import split_s3_uri
+from clip_core.model_config import ModelConfig, PinnedWeightsFile
+from clip_core.paths import OPEN_CLIP_CONFIGS_DIR
+from clip_core.s3_uri import split_s3_uri
 from inference_code.manifest import PreprocessInfo, WeightsInfo, sha256_file
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError
 
-from clip_api.model_config import ModelConfig
-from clip_api.s3_uri import split_s3_uri
+from clip_core.model_config import ModelConfig
+from clip_core.s3_uri import split_s3_uri
 from pipeline.settings import PipelineSettings
 
 ENTRY_SCRIPT = Path(__file__).with_name("processing_entry.py")

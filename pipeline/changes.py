@@ -8,21 +8,18 @@ from pathlib import PurePosixPath
 MODEL_CONFIGS = "configs/models/"
 
 # Everything a change of which can change what any model's pipeline builds, validates or registers:
-# - what the processing image copies and runs (model_build/Dockerfile): the build and validation code, the
-#   serving code packaged into every artifact, the pipeline definition, the CLI package the steps run through
-#   (it holds the model-config schema, clip_api/model_config.py), every config that is not one model's own
-#   (configs/open_clip/ architectures, anything shared beside configs/models/), and the install (pyproject.toml);
-# - what that code imports from outside those folders: the format of the smoke-test references Validate writes
-#   (promotion/smoke.py, and promotion/__init__.py, which importing it runs);
+# - what the processing image copies and runs (model_build/Dockerfile): the build and validation code (its
+#   package|validate verbs, model_build/cli.py), the serving code packaged into every artifact, the pipeline
+#   definition, the foundation (the model-config schema, limits, names, the smoke-test cases format Validate
+#   writes: clip_core/), every config that is not one model's own (configs/open_clip/ architectures, anything
+#   shared beside configs/models/), and the install (pyproject.toml);
 # - the pinned base images both Dockerfiles build from (torch, onnxruntime's platform).
 BUILD_CODE = (
     "model_build/",
     "inference_code/",
     "pipeline/",
-    "clip_api/",
+    "clip_core/",
     "configs/",
-    "promotion/__init__.py",
-    "promotion/smoke.py",
     "infra/base-images.json",
     "pyproject.toml",
 )

@@ -38,7 +38,8 @@ from sagemaker.workflow.pipeline_context import PipelineSession  # noqa: E402
 from sagemaker.workflow.properties import PropertyFile  # noqa: E402
 from sagemaker.workflow.steps import ProcessingStep  # noqa: E402
 
-from clip_api.model_config import ModelConfig  # noqa: E402
+from clip_core.model_config import ModelConfig  # noqa: E402
+from clip_core.names import model_resource_name
 from inference_code.manifest import VALIDATED_MANIFEST_ENV  # noqa: E402
 from pipeline.settings import PipelineSettings  # noqa: E402
 
@@ -50,7 +51,7 @@ REPORT_NAME = "EvaluationReport"
 
 
 def pipeline_name(config: ModelConfig) -> str:
-    return f"clip-embedding-api-{config.model_id}"
+    return model_resource_name(config.model_id)
 
 
 def offline_session(settings: PipelineSettings) -> PipelineSession:

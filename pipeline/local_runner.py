@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_api.s3_uri import split_s3_uri
+from clip_core.s3_uri import split_s3_uri
 
 PROCESSING_ROOT = "/opt/ml/processing"
 _OUTPUT_REF = re.compile(r"^Steps\.(?P<step>[^.]+)\.ProcessingOutputConfig\.Outputs\['(?P<output>[^']+)'\]\.S3Output\.S3Uri$")

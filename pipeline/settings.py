@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from clip_core.names import BUCKET_ENV, PROJECT, artifact_bucket_name
+
 PLACEHOLDER_ACCOUNT = "123456789012"
 
 
@@ -20,7 +22,7 @@ class PipelineSettings:
     processing_image_uri: str
     serving_image_uri: str
     processing_instance_type: str = "ml.m5.2xlarge"
-    prefix: str = "clip-embedding-api"
+    prefix: str = PROJECT
 
     @property
     def code_uri(self) -> str:
@@ -37,7 +39,7 @@ class PipelineSettings:
         registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
         return cls(
             region=region,
-            bucket=env.get("CLIP_API_BUCKET", f"clip-embedding-api-{account}-{region}"),
+            bucket=env.get(BUCKET_ENV, artifact_bucket_name(account, region)),
             role_arn=env.get("CLIP_API_PIPELINE_ROLE_ARN", f"arn:aws:iam::{account}:role/clip-embedding-api-pipeline"),
             processing_image_uri=env.get("CLIP_API_PROCESSING_IMAGE", f"{registry}/clip-embedding-api-build:latest"),
             serving_image_uri=env.get("CLIP_API_SERVING_IMAGE", f"{registry}/clip-embedding-api-serve:latest"),

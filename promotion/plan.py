@@ -10,15 +10,14 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from clip_api.model_config import ModelConfig
+from clip_core.model_config import ModelConfig
+from clip_core.names import METRICS_NAMESPACE, METRICS_SERVICE, POINTER_TABLE
 from inference_code.manifest import VALIDATED_MANIFEST_ENV
 from promotion.pointer import SPACE_PATTERN, ServingPointer, SpaceRoute
 
-METRICS_NAMESPACE = "ClipEmbeddingApi"
 # Model package metadata (CustomerMetadataProperties): the space the gate recorded at registration, and the
 # approver's decision to move the stable URL to it. Only the pipeline writes the first, only a person the second.
 SPACE_KEY, ADOPT_SPACE_KEY = "space", "adopt_space"
-METRICS_SERVICE = "clip-embedding-api"  # the `service` dimension of every API metric (lambda/embedding_api/app.py)
 _NAME_LIMIT = 63
 
 
@@ -59,7 +58,7 @@ class LiveState:
 class Settings:
     role_arn: str
     topic_arn: str
-    pointer_table: str = "clip-embedding-api-serving-pointer"
+    pointer_table: str = POINTER_TABLE
     poll_seconds: int = 30
     max_polls: int = 40  # 20 minutes: serverless endpoints can take over 10 minutes
     bake_seconds: int = 300

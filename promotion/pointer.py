@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-TABLE_ENV = "SERVING_POINTER_TABLE"
 KEY = "model_id"
 SPACE_PATTERN = re.compile(r"[0-9a-f]{12}")  # inference_code.manifest.embedding_space
 

@@ -1,19 +1,10 @@
-"""Smoke-test references and their comparison, as pure functions.
-
-The validation step writes smoke_test.json beside evaluation.json: a few requests in the public
-contract and the embeddings the validated artifact answered (which matched open_clip). The smoke
-test Lambda replays them against the new endpoint and compares.
-"""
+"""Smoke-test judgement, as pure functions: a new endpoint's answers against the validated artifact's
+(the cases file, clip_core/smoke_cases.py) and against the endpoint of its space that it replaces."""
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from dataclasses import dataclass
-
-SMOKE_FILE = "smoke_test.json"
-SMOKE_TEXTS = ("a photo of a dog", "an astronaut floating above the earth", "日本語のテキスト 🐶")
 
 
 @dataclass(frozen=True)
@@ -24,10 +15,6 @@ class SmokeResult:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "reason": self.reason, "min_cosine": self.min_cosine}
-
-
-def smoke_requests(image: bytes) -> list[dict]:
-    return [{"text": text} for text in SMOKE_TEXTS] + [{"image": base64.b64encode(image).decode()}]
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -74,7 +61,3 @@ def judge_agreement(result: SmokeResult, measured: float, required: bool, min_ag
         return SmokeResult(False, f"declares the embedding space of {serving} but agrees with it only to min cosine {measured:.6f} "
                                   f"(under {min_agreement:.6f}): its vectors would not match stored ones", result.min_cosine)
     return SmokeResult(True, result.reason + said, result.min_cosine)
-
-
-def dumps(cases: list[dict]) -> str:
-    return json.dumps({"format_version": 1, "cases": cases})

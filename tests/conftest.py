@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_api.model_config import load_model_config
+from clip_core.model_config import load_model_config
 
 TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent

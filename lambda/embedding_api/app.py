@@ -25,28 +25,29 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from pydantic import Field
-
-from clip_api.model_config import ModelConfig, load_all_model_configs, load_model_config
 from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, runtime_config
 from embedding_api.errors import ApiError
 from embedding_api.image_header import ACCEPTED_FORMATS, read_header
 from embedding_api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
-from inference_code.contract import RequestLimits, check_text, decode_attributes, decode_image
-from inference_code.errors import RequestError
-from promotion.pointer import SPACE_PATTERN, TABLE_ENV
+from pydantic import Field
 
-NAMESPACE = "ClipEmbeddingApi"
-SERVICE = "clip-embedding-api"
+from clip_core.limits import ServingLimits
+from clip_core.model_config import ModelConfig, load_all_model_configs, load_model_config
+from clip_core.names import CORS_ALLOW_ORIGIN_ENV, METRICS_NAMESPACE, METRICS_SERVICE, MODEL_ID_ENV, POINTER_TABLE, POINTER_TABLE_ENV, SERVED_MODELS_ENV
+from inference_code.contract import check_text, decode_attributes, decode_image
+from inference_code.errors import RequestError
+from promotion.pointer import SPACE_PATTERN
+
+SERVICE = METRICS_SERVICE
 MAX_JSON_DEPTH = 32  # a request nests 3 levels ({"input": [{"image": ...}]}); deeper is refused before parsing
 MAX_INT_DIGITS = 4_300  # Python's int() limit: longer integers are kept as a marker (no field of this API is a number)
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
-_cors_origin = os.environ.get("CORS_ALLOW_ORIGIN")
+_cors_origin = os.environ.get(CORS_ALLOW_ORIGIN_ENV)
 
-OWN_MODEL_ID = os.environ.get("MODEL_ID", "clip-vit-b-32")
-_served = os.environ.get("SERVED_MODELS")
+OWN_MODEL_ID = os.environ.get(MODEL_ID_ENV, "clip-vit-b-32")
+_served = os.environ.get(SERVED_MODELS_ENV)
 SERVED: dict[str, ModelConfig] = (
     {model_id: load_model_config(model_id) for model_id in _served.split(",") if model_id}
     if _served
@@ -119,7 +120,7 @@ class Clients:
     @classmethod
     def endpoints(cls) -> EndpointDirectory:
         if cls.directory is None:
-            cls.directory = EndpointDirectory(cls.dynamodb or boto3.client("dynamodb"), os.environ.get(TABLE_ENV, "clip-embedding-api-serving-pointer"))
+            cls.directory = EndpointDirectory(cls.dynamodb or boto3.client("dynamodb"), os.environ.get(POINTER_TABLE_ENV, POINTER_TABLE))
         return cls.directory
 
     runtimes: dict = {}  # read timeout (whole seconds) -> client: botocore fixes a client's timeout when it is made
@@ -164,7 +165,7 @@ ERROR_RESPONSES = {
 
 def error_response(error: ApiError) -> Response:
     # service is explicit: single_metric would otherwise take POWERTOOLS_SERVICE_NAME (the function's name) or none.
-    with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
+    with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
                        default_dimensions={"model": _current_model(), "kind": error.code, "service": SERVICE}) as metric:
         metric.add_metadata("status", error.status)
     if error.status == 429:
@@ -219,7 +220,7 @@ def _validation_error(error: RequestValidationError) -> Response:
     return error_response(ApiError(400, code, f"{where}: {first.get('msg', 'invalid request')}"))
 
 
-def _check_transport(limits: RequestLimits) -> None:
+def _check_transport(limits: ServingLimits) -> None:
     event = app.current_event
     media = (event.headers.get("content-type") or event.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if media != "application/json":
@@ -257,7 +258,7 @@ def check_image(data: bytes, where: str, config: ModelConfig) -> None:
 
 def _check_items(request: EmbeddingRequest, config: ModelConfig) -> int:
     """The serving contract's own checks (sizes, emptiness, base64, image headers), so codes match the endpoint's."""
-    limits = RequestLimits.from_dict(config.serving.limits.model_dump())
+    limits = config.serving.limits
     values = getattr(request, request.field)
     items = values if isinstance(values, list) else [values]
     batch = isinstance(values, list)
@@ -313,7 +314,7 @@ def _served_headers(attributes: dict) -> dict:
 
 
 def _register_model_route(config: ModelConfig) -> None:
-    limits = RequestLimits.from_dict(config.serving.limits.model_dump())
+    limits = config.serving.limits
 
     def embed(body: EmbeddingRequest):  # no return annotation: the schema is in responses=
         _set_model(config.model_id)
@@ -347,7 +348,7 @@ def openai_embeddings(body: OpenAIEmbeddingRequest):  # no return annotation: th
     if config is None:
         raise ApiError(400, "unknown_model", f"unknown model {body.model!r}; available: {sorted(SERVED)}")
     _set_model(config.model_id)
-    limits = RequestLimits.from_dict(config.serving.limits.model_dump())
+    limits = config.serving.limits
     _check_transport(limits)
     items = body.input if isinstance(body.input, list) else [body.input]
     if not items:

@@ -18,10 +18,11 @@ from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from clip_api.model_config import ModelConfig, load_all_model_configs
+from clip_core.model_config import ModelConfig, load_all_model_configs
+from clip_core.names import POINTER_TABLE_ENV, REQUIRE_IMAGE_DIGEST_ENV
 from promotion import lock
 from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY, LiveState, PackageInfo, Plan, Settings, endpoint_prefix, plan_promotion
-from promotion.pointer import TABLE_ENV, read_pointer
+from promotion.pointer import read_pointer
 
 logger = Logger(service="clip-promotion-planner")
 
@@ -48,12 +49,12 @@ def settings_from_env(env=os.environ) -> Settings:
     return Settings(
         role_arn=env["MODEL_EXECUTION_ROLE_ARN"],
         topic_arn=env["TOPIC_ARN"],
-        pointer_table=env[TABLE_ENV],
+        pointer_table=env[POINTER_TABLE_ENV],
         poll_seconds=int(env.get("POLL_SECONDS", "30")),
         max_polls=int(env.get("MAX_POLLS", "40")),
         bake_seconds=int(env.get("BAKE_SECONDS", "300")),
         smoke_min_cosine=float(env.get("SMOKE_MIN_COSINE", "0.999")),
-        require_image_digest=env.get("REQUIRE_IMAGE_DIGEST", "true") != "false",  # set only by local mode
+        require_image_digest=env.get(REQUIRE_IMAGE_DIGEST_ENV, "true") != "false",  # set only by local mode
     )
 
 

@@ -18,7 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from clip_api.s3_uri import split_s3_uri
+from clip_core import smoke_cases
+from clip_core.s3_uri import split_s3_uri
 from inference_code.contract import decode_attributes
 from promotion import smoke
 
@@ -48,7 +49,7 @@ def load_cases(s3, uri: str) -> list[dict]:
     if not uri.startswith("s3://"):
         return []
     bucket, key = split_s3_uri(uri)
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["cases"]
+    return smoke_cases.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 COMPARE_MIN_REMAINING_MS = 30_000  # the comparison is skipped (and said) when less of the Lambda's time is left

@@ -23,7 +23,7 @@ pytestmark = [
 def test_deploy_build_approve_serve_switch_and_tear_down():
     import boto3
 
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from infra import acceptance
     from infra.deploy import deploy
 

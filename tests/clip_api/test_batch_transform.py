@@ -27,7 +27,7 @@ REGION = "us-east-1"
 @pytest.fixture(scope="module")
 def deployment():
     """The rendered stacks with the tiny model's registry group, as local mode deploys them."""
-    from clip_api.model_config import load_all_model_configs
+    from clip_core.model_config import load_all_model_configs
     from infra.templates import serving_template, templates
 
     rendered = templates()
@@ -40,7 +40,7 @@ def registry(aws_env, monkeypatch, deployment, tiny_fp32):
     """moto with the deployment's artifact bucket, the tiny model registered (v1 pending, v2 approved and serving)."""
     from moto import mock_aws
 
-    from infra.templates import POINTER_TABLE
+    from clip_core.names import POINTER_TABLE
     from promotion.pointer import KEY, ServingPointer
 
     bucket = deployment.stacks["bootstrap"].outputs["ArtifactBucketName"]

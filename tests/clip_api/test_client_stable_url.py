@@ -35,7 +35,7 @@ def stable_url(monkeypatch, aws_env, tiny_server):
     from moto import mock_aws
 
     import embedding_api
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from local_mode.api_gateway import LocalApiGateway
     from local_mode.runtime_router import RuntimeRouter
     from promotion.pointer import KEY, ServingPointer

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from clip_api import bulk
+from clip_core.limits import ServingLimits
 from clip_api.embed_dataset import resolve_model, run_local
 from tests.conftest import REPO_ROOT
 
@@ -171,10 +172,10 @@ def test_csv_and_parquet_manifests_read_like_jsonl(tmp_path):
 def test_shards_stay_under_the_payload_and_record_limits():
     items = [bulk.Item(str(i), "image", path="x", size=400_000 + i, digest="d") for i in range(30)]
     items += [bulk.Item("big", "image", path="x", size=5_000_000, digest="d")]  # prechecked: sent never
-    shards = bulk.plan_shards(items, bulk.Limits(), shard_bytes=3_000_000, shard_records=64)
+    shards = bulk.plan_shards(items, ServingLimits(), shard_bytes=3_000_000, shard_records=64)
     assert [i for s, e in shards for i in range(s, e)] == list(range(len(items)))
     for start, end in shards:
-        assert sum(bulk.record_size(it) for it in items[start:end] if not bulk.precheck(it, bulk.Limits())) <= 3_000_000
+        assert sum(bulk.record_size(it) for it in items[start:end] if not bulk.precheck(it, ServingLimits())) <= 3_000_000
     assert len(shards) == 6  # 5 images of ~533 kB base64 per 3 MB shard (a 6th would make 3.2 MB)
 
 
@@ -192,7 +193,7 @@ def test_a_run_killed_halfway_resumes_without_recomputing_and_writes_the_same_fi
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        total = len(bulk.plan_shards(bulk.read_items(image_folder), bulk.Limits(), shard_records=4))
+        total = len(bulk.plan_shards(bulk.read_items(image_folder), ServingLimits(), shard_records=4))
         while len(_shard_files(parts)) < total // 3:
             assert process.poll() is None, process.stderr.read().decode()
             assert time.monotonic() < deadline

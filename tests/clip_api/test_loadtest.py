@@ -19,10 +19,10 @@ from PIL import Image
 
 from clip_api.cli import main
 from clip_api.loadtest import LoadSettings, LoadTestError, check_settings, hostile_bodies, parse_mix, run_loadtest
-from clip_api.model_config import ServingLimits
-from inference_code.contract import RequestLimits, parse_request
+from clip_core.limits import ServingLimits
+from inference_code.contract import parse_request
 from inference_code.errors import RequestError
-from inference_code.preprocess import ImageLimits, ImagePreprocessor, jpeg_scan_count
+from inference_code.preprocess import ImagePreprocessor, jpeg_scan_count
 
 SMALL = dict(image_size=(64, 48), timeout_s=10.0)
 
@@ -172,18 +172,18 @@ def test_mix():
 def test_hostile_requests_are_the_worst_the_default_limits_admit():
     limits = ServingLimits()
     bodies = hostile_bodies(limits)
-    request_limits = RequestLimits.from_dict(limits.model_dump())
+    request_limits = limits
     texts = parse_request(bodies["text"][0], "application/json", request_limits)
     assert len(texts.items) == limits.max_batch_size and {len(t) for t in texts.items} == {limits.max_text_chars}
     assert all(" " not in t for t in texts.items)  # one word each: BPE's worst case
     images = parse_request(bodies["image"][0], "application/json", request_limits)
-    admit = ImagePreprocessor(limits=ImageLimits(**{k: getattr(limits, k) for k in ImageLimits.__dataclass_fields__}))
+    admit = ImagePreprocessor(limits=limits)
     opened = [admit.open(data) for data in images.items]
     pixels = [image.size[0] * image.size[1] for image in opened]
     assert sum(pixels) <= limits.max_request_pixels < sum(pixels) + pixels[0]  # one more image would be refused
     assert all(p > 0.99 * limits.max_image_pixels for p in pixels)
     assert {jpeg_scan_count(data, stop_after=1_000) for data in images.items} == {limits.max_jpeg_scans}
-    fewer_scans = ImagePreprocessor(limits=ImageLimits(max_jpeg_scans=limits.max_jpeg_scans - 1))
+    fewer_scans = ImagePreprocessor(limits=ServingLimits(max_jpeg_scans=limits.max_jpeg_scans - 1))
     with pytest.raises(RequestError) as refused:
         fewer_scans.open(images.items[0])
     assert refused.value.code == "image_too_complex"

@@ -1,44 +1,53 @@
-"""Serving limits are per-model config values: declared in ServingLimits, written into the
-manifest by packaging, read by the container. A value set in a config changes the running
-server's behaviour; every declared limit is read by the container; defaults agree."""
+"""Serving limits are per-model config values, defined once (clip_core.limits.ServingLimits): written into the
+manifest by packaging, read by the container. A value set in a config changes the running server's
+behaviour, and every declared limit is read somewhere in the serving code."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import re
 import socket
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from clip_api.model_config import ServingLimits
-from inference_code.contract import RequestLimits
-from inference_code.encoders import Parallelism
-from inference_code.preprocess import ImageLimits
+import inference_code
+from clip_core.limits import ServingLimits
 from inference_code.server import ServerSettings
 
-READERS = (ServerSettings, RequestLimits, ImageLimits, Parallelism)  # what inference_code builds from the manifest's limits
+
+def test_every_declared_limit_is_read_by_the_serving_code():
+    """A limit nobody reads would be a setting that silently does nothing: each name is read as an attribute
+    (`limits.max_batch_size`) or a key (`limits["intra_op_threads"]`) in inference_code."""
+    source = "\n".join(path.read_text() for path in Path(inference_code.__file__).parent.glob("*.py"))
+    for field in fields(ServingLimits):
+        assert re.search(rf"\.{field.name}\b|\[\"{field.name}\"\]|\.get\(\"{field.name}\"", source), \
+            f"ServingLimits.{field.name} is written into manifests but inference_code never reads it"
 
 
-def test_every_declared_limit_is_read_by_the_container_with_the_same_default():
-    defaults = ServingLimits()
-    for name in ServingLimits.model_fields:
-        readers = [reader for reader in READERS if name in {f.name for f in fields(reader)}]
-        assert readers, f"ServingLimits.{name} is written into manifests but inference_code never reads it"
-        for reader in readers:
-            assert getattr(reader(), name) == getattr(defaults, name), f"{reader.__name__}.{name} default differs from ServingLimits"
+def test_server_settings_take_the_manifest_limits():
+    limits = ServingLimits(max_pending_requests=3, request_deadline_s=7.0, body_read_timeout_s=2.0, header_timeout_s=1.5)
+    settings = ServerSettings.from_limits(limits.as_dict())
+    for name in ("max_pending_requests", "request_deadline_s", "body_read_timeout_s", "header_timeout_s"):
+        assert getattr(settings, name) == getattr(limits, name) != getattr(ServerSettings(), name)
+
+
+def test_limits_from_a_manifest_ignore_keys_this_code_does_not_know():
+    assert ServingLimits.from_dict({"max_batch_size": 4, "a_newer_limit": 1}) == ServingLimits(max_batch_size=4)
 
 
 @pytest.mark.parametrize("name", ["max_jpeg_scans", "max_request_pixels", "image_decode_deadline_s", "max_pending_requests",
                                   "request_deadline_s", "header_timeout_s"])
 def test_container_limits_are_config_values(name):
     """The container's own defaults for these were code constants; a config may now set them."""
-    assert name in ServingLimits.model_fields
+    assert name in {field.name for field in fields(ServingLimits)}
     with pytest.raises(ValueError):
         ServingLimits(**{name: 0})
 
@@ -72,7 +81,7 @@ def strict_server(tmp_path_factory, tiny_config):
     limits = ServingLimits(max_jpeg_scans=3, max_request_pixels=2 * 300 * 200, max_pending_requests=1, header_timeout_s=0.5)
     config = tiny_config.model_copy(update={"serving": tiny_config.serving.model_copy(update={"limits": limits})})
     result = package_model(config, tmp_path_factory.mktemp("strict"), WeightsSource("random"), variant="fp32", progress=Progress(5, enabled=False))
-    assert result.manifest.limits == limits.model_dump()  # the config's values, all of them, in the manifest
+    assert result.manifest.limits == limits.as_dict()  # the config's values, all of them, in the manifest
     service = load_service(result.directory)
     settings = ServerSettings.from_limits(service.manifest.limits)
     port = free_port()

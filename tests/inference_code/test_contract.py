@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from inference_code.contract import ParsedRequest, RequestLimits, decode_attributes, encode_attributes, encode_embeddings, parse_request
+from clip_core.limits import ServingLimits
+from inference_code.contract import ParsedRequest, decode_attributes, encode_attributes, encode_embeddings, parse_request
 from inference_code.errors import RequestError
 
-LIMITS = RequestLimits(max_request_bytes=10_000, max_image_bytes=1_000, max_batch_size=4, max_text_chars=100)
+LIMITS = ServingLimits(max_request_bytes=10_000, max_image_bytes=1_000, max_batch_size=4, max_text_chars=100)
 B64 = base64.b64encode(b"\x89PNG fake bytes").decode()
 
 
@@ -121,7 +122,7 @@ def test_encoding_of_embeddings_and_attributes():
 # Hostile input (issue 13): valid JSON that used to escape as a 500 (RecursionError) or be called malformed.
 def hostile_error(body: bytes) -> RequestError:
     with pytest.raises(RequestError) as caught:
-        parse_request(body, "application/json", RequestLimits())
+        parse_request(body, "application/json", ServingLimits())
     return caught.value
 
 
@@ -148,4 +149,4 @@ def test_huge_numbers_are_the_wrong_type_not_malformed_json(body, code):
 
 
 def test_ordinary_nesting_still_parses():
-    assert parse_request(b'{"texts": ["a", "b"]}', "application/json", RequestLimits()).items == ("a", "b")
+    assert parse_request(b'{"texts": ["a", "b"]}', "application/json", ServingLimits()).items == ("a", "b")

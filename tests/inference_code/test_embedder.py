@@ -60,7 +60,7 @@ def test_parallelism_reads_the_environment_then_the_artifacts_default(monkeypatc
 
 
 def test_the_l14_config_runs_one_row_on_all_cores_and_b32_rows_side_by_side():
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
 
     assert load_model_config("clip-vit-l-14").serving.limits.intra_op_threads == 0
     assert load_model_config("clip-vit-b-32").serving.limits.intra_op_threads == 1

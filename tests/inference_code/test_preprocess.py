@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from inference_code.errors import RequestError
-from inference_code.preprocess import ImageLimits, ImagePreprocessor
+from clip_core.limits import ServingLimits
+from inference_code.preprocess import ImagePreprocessor
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def _error(preprocessor, data) -> RequestError:
 def test_decompression_bomb_is_rejected_before_decoding():
     bomb = _png(Image.new("L", (10_000, 10_000)))  # ~100 KB compressed, 100 Mpx decoded
     assert len(bomb) < 200_000
-    error = _error(ImagePreprocessor(limits=ImageLimits(max_image_pixels=40_000_000)), bomb)
+    error = _error(ImagePreprocessor(limits=ServingLimits(max_image_pixels=40_000_000)), bomb)
     assert (error.status, error.code) == (413, "image_too_many_pixels")
 
 
@@ -96,7 +97,7 @@ def test_extreme_aspect_ratio_is_rejected():
 
 def test_image_bytes_limit():
     data = _png(Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)))
-    error = _error(ImagePreprocessor(limits=ImageLimits(max_image_bytes=1000)), data)
+    error = _error(ImagePreprocessor(limits=ServingLimits(max_image_bytes=1000)), data)
     assert (error.status, error.code) == (413, "image_too_large")
 
 
@@ -121,7 +122,7 @@ def test_jpeg_scan_count_reads_the_marker_stream(probe_images):
 def test_many_scan_jpeg_is_rejected_before_decoding():
     import time
 
-    preprocessor = ImagePreprocessor(limits=ImageLimits(max_jpeg_scans=32))
+    preprocessor = ImagePreprocessor(limits=ServingLimits(max_jpeg_scans=32))
     started = time.perf_counter()
     error = _error(preprocessor, many_scan_jpeg(size=2_000, repeats=5_000))
     assert (error.status, error.code) == (413, "image_too_complex")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from model_build.package import SERVING_FOUNDATION_FILES
 from tests.conftest import REPO_ROOT, free_port, wait_for_http
 
 
@@ -103,6 +104,9 @@ def test_container_entrypoint_serves_from_an_environment_with_only_serving_requi
 ):
     program = tmp_path / "program"  # like the image's /opt/program: only the serving package
     shutil.copytree(REPO_ROOT / "inference_code", program / "inference_code", ignore=shutil.ignore_patterns("__pycache__"))
+    (program / "clip_core").mkdir()
+    for name in SERVING_FOUNDATION_FILES:  # what the image copies of the foundation (inference_code/Dockerfile)
+        shutil.copy2(REPO_ROOT / "clip_core" / name, program / "clip_core" / name)
     out = run_python("import importlib.util as u; print([m for m in ('torch','open_clip','boto3','sagemaker') if u.find_spec(m)])",
                      python=serving_only_python, cwd=program)
     assert out.strip() == "[]"

@@ -6,7 +6,8 @@ import boto3
 import pytest
 
 from infra import acceptance
-from infra.deploy import BOOTSTRAP_STACK, SERVING_STACK, deploy
+from clip_core.names import BOOTSTRAP_STACK, SERVING_STACK
+from infra.deploy import deploy
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def deployed(aws_env, moto_aws, monkeypatch):
         return ActionResult({})
 
     monkeypatch.setattr(SageMakerResponse, "delete_model_package_group", delete_model_package_group, raising=False)
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
 
     session = boto3.Session(region_name="us-east-1")
     tiny = load_model_config("clip-tiny").model_copy(update={"demo_only": False})
@@ -35,7 +36,7 @@ def test_preflight_refuses_an_account_that_already_holds_a_deployment(deployed):
 
 
 def test_teardown_leaves_nothing_of_a_run_behind(deployed):
-    from infra.templates import POINTER_TABLE
+    from clip_core.names import POINTER_TABLE
     from promotion.pointer import ServingPointer
 
     sagemaker = deployed.client("sagemaker")

@@ -117,7 +117,7 @@ def test_a_changed_bootstrap_is_updated_with_the_deploy_role(aws_env, moto_aws, 
 
 
 def ten_model_configs(tmp_path) -> list:
-    from clip_api.model_config import load_all_model_configs, load_model_config
+    from clip_core.model_config import load_all_model_configs, load_model_config
 
     tiny = (REPO_ROOT / "configs" / "models" / "clip-tiny.yaml").read_text()
     for index in range(10):
@@ -153,8 +153,8 @@ def test_ten_models_fit_every_limit_and_deploy_through_the_bucket(aws_env, moto_
 
 def test_a_stack_update_does_not_change_which_endpoint_serves(aws_env, moto_aws, tmp_path):
     """The pointer belongs to the promotion workflow: updating the stack (a new model, a new setting) leaves it alone."""
-    from clip_api.model_config import load_model_config
-    from infra.templates import POINTER_TABLE
+    from clip_core.model_config import load_model_config
+    from clip_core.names import POINTER_TABLE
     from promotion.pointer import ServingPointer, read_pointer
 
     session = boto3.Session(region_name="us-east-1")
@@ -178,8 +178,8 @@ def test_lambda_zip_holds_the_handlers_and_configs():
     from infra.deploy import build_lambda_zip
 
     names = set(zipfile.ZipFile(io.BytesIO(build_lambda_zip(vendor_dependencies=False))).namelist())
-    for required in ("embedding_api/app.py", "promotion_planner/app.py", "smoke_test/app.py", "promotion/plan.py", "clip_api/model_config.py",
-                     "inference_code/contract.py", "configs/models/clip-vit-b-32.yaml"):
+    for required in ("embedding_api/app.py", "promotion_planner/app.py", "smoke_test/app.py", "promotion/plan.py", "clip_core/model_config.py",
+                     "inference_code/contract.py", "clip_core/configs/models/clip-vit-b-32.yaml", "clip_core/limits.py"):
         assert required in names
     assert "inference_code/encoders.py" not in names  # no onnxruntime code in the API Lambdas
     assert build_lambda_zip(vendor_dependencies=False) == build_lambda_zip(vendor_dependencies=False)  # reproducible key
@@ -222,8 +222,8 @@ def test_buildspec_changes_the_account_only_after_everything_before_succeeded():
 def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(aws_env, moto_aws, monkeypatch):
     """Its functions' environments named the serving endpoints; the stack update clears them, so the deploy carries them over first."""
     import infra.deploy as deploy_module
-    from clip_api.model_config import load_model_config
-    from infra.templates import POINTER_TABLE
+    from clip_core.model_config import load_model_config
+    from clip_core.names import POINTER_TABLE
     from promotion.pointer import ServingPointer, read_pointer
 
     session = boto3.Session(region_name="us-east-1")
@@ -250,16 +250,16 @@ def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(
 
 
 def test_cloudformation_gets_the_template_version_this_run_uploaded(aws_env, moto_aws, monkeypatch):
-    from infra.deploy import bucket_name
+    from clip_core.names import artifact_bucket_name
 
     session = boto3.Session(region_name="us-east-1")
     deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
     # The bootstrap's bucket is versioned in AWS; moto's CloudFormation leaves versioning off.
-    session.client("s3").put_bucket_versioning(Bucket=bucket_name("123456789012", "us-east-1"), VersioningConfiguration={"Status": "Enabled"})
+    session.client("s3").put_bucket_versioning(Bucket=artifact_bucket_name("123456789012", "us-east-1"), VersioningConfiguration={"Status": "Enabled"})
     calls = StackCalls(session)
     change_templates(monkeypatch, "serving.yaml")
     deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
     url = calls.calls[-1]["TemplateURL"]
     key, version = url.split(".amazonaws.com/", 1)[1].split("?versionId=")
-    stored = session.client("s3").get_object(Bucket=bucket_name("123456789012", "us-east-1"), Key=key, VersionId=version)["Body"].read().decode()
+    stored = session.client("s3").get_object(Bucket=artifact_bucket_name("123456789012", "us-east-1"), Key=key, VersionId=version)["Body"].read().decode()
     assert "(changed)" in stored  # pinned: a later write to the key cannot change what CloudFormation runs

@@ -166,7 +166,7 @@ def test_reference_check_finds_a_misspelt_action_in_the_rendered_templates(rende
 
 
 def _served_configs(deployment):
-    from clip_api.model_config import load_all_model_configs
+    from clip_core.model_config import load_all_model_configs
 
     groups = {r["Properties"]["ModelPackageGroupName"] for _, _, r in deployment.resources_of_type("AWS::SageMaker::ModelPackageGroup")}
     configs = [c for c in load_all_model_configs() if c.registry.model_package_group in groups]

@@ -86,7 +86,7 @@ def denied_calls(deployment: Deployment, role: str, calls) -> list[str]:
 
 
 def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, list]:
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
 
     name, role, env = function_of(deployment, "promotion_planner.app.handler")
     for key, value in env.items():
@@ -168,7 +168,7 @@ def test_the_smoke_test_role_allows_every_call_the_smoke_test_makes(deployment, 
 
 
 def test_the_api_role_allows_every_call_the_api_makes(deployment, recorder, monkeypatch):
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
 
     name, role, env = function_of(deployment, "embedding_api.app.handler", MODEL_ID="clip-vit-b-32")
     for key, value in env.items():
@@ -233,7 +233,7 @@ def codebuild_environment(deployment: Deployment) -> dict:
 def test_the_codebuild_role_allows_every_call_of_deploy_and_pipeline_start(deployment, moto_aws, every_session_recorded, monkeypatch):
     """`clip-api deploy` and `clip-api pipeline start` as CodeBuild runs them, every call checked against the
     CodeBuild role; CloudFormation must act through a service role, which the caller may pass."""
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from infra.deploy import deploy, pipeline_settings_from_stacks
     from pipeline.aws import start_pipeline
 

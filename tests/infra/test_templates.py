@@ -97,7 +97,7 @@ def test_buckets_are_encrypted_and_private():
 
 
 def test_serving_template_has_a_function_and_a_route_per_model():
-    from clip_api.model_config import load_all_model_configs
+    from clip_core.model_config import load_all_model_configs
 
     resources = load("serving.yaml")["Resources"]
     served = [c for c in load_all_model_configs() if not c.demo_only]
@@ -188,7 +188,7 @@ def test_a_new_route_reaches_the_stage_through_a_new_deployment(b32_config):
 
 
 def test_the_workflow_retries_errors_step_functions_really_raises():
-    from promotion.state_machine import ASL_PATH
+    from promotion.workflow_asl import ASL_PATH
 
     asl = ASL_PATH.read_text()
     assert "SageMaker.ThrottlingException" not in asl  # never raised: unmodelled errors surface under the service's generic name

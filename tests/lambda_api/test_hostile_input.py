@@ -175,10 +175,10 @@ CRAFTED = {
 def container_decision(data: bytes, config) -> str:
     """What the endpoint's container decides for these bytes: 'ok' or its error code."""
     from inference_code.errors import RequestError
-    from inference_code.preprocess import ImageLimits, ImagePreprocessor
+    from inference_code.preprocess import ImagePreprocessor
 
     limits = config.serving.limits
-    preprocessor = ImagePreprocessor(limits=ImageLimits(limits.max_image_bytes, limits.max_image_pixels, limits.max_aspect_ratio))
+    preprocessor = ImagePreprocessor(limits=limits)
     try:
         preprocessor(data)
     except RequestError as error:
@@ -268,9 +268,10 @@ def test_a_real_image_still_reaches_the_endpoint(api, probe_images):
 @pytest.mark.parametrize("raw, status, code", DEEP_CASES, ids=[f"case{i}" for i in range(len(DEEP_CASES))])
 def test_the_container_answers_the_same_code_for_the_same_body(raw, status, code):
     """One contract: a body the Lambda refuses is refused by the endpoint's parser with the same status and code."""
-    from inference_code.contract import RequestLimits, parse_request
+    from clip_core.limits import ServingLimits
+    from inference_code.contract import parse_request
     from inference_code.errors import RequestError
 
     with pytest.raises(RequestError) as refused:
-        parse_request(raw.encode(), "application/json", RequestLimits())
+        parse_request(raw.encode(), "application/json", ServingLimits())
     assert (refused.value.status, refused.value.code) == (status, code)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import sys
 
-from clip_api.model_config import load_model_config
-from clip_api.paths import REPO_ROOT
+from clip_core.model_config import load_model_config
+from clip_core.paths import REPO_ROOT
 
 
 def test_64_connections_at_once_are_all_taken_before_any_is_accepted():

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from clip_api.model_config import load_model_config
+from clip_core.model_config import load_model_config
 from local_mode import api_gateway as gateway_module
 from local_mode.api_gateway import LocalApiGateway
 

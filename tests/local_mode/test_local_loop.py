@@ -17,7 +17,7 @@ import boto3
 import numpy as np
 import pytest
 
-from infra.templates import POINTER_TABLE
+from clip_core.names import POINTER_TABLE
 from promotion.pointer import read_pointer
 from tests.conftest import REPO_ROOT, free_port
 

@@ -157,7 +157,7 @@ class StandinHub:
 def write_standin_configs(configs_dir: Path, url: str, sha256: str) -> Path:
     """A CLIP_API_CONFIGS_DIR: the repository's open_clip architectures and tiny demo model, plus a TEST config
     that pins the stand-in archive exactly as the production configs pin OpenAI's files."""
-    from clip_api.paths import CONFIGS_DIR
+    from clip_core.paths import CONFIGS_DIR
 
     shutil.copytree(CONFIGS_DIR / "open_clip", configs_dir / "open_clip", dirs_exist_ok=True)
     (configs_dir / "models").mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def test_check_fails_for_non_antialiased_resize(tiny_fp32, tiny_reference, probe
 @pytest.fixture(scope="module")
 def tiny_gelu_architecture(tmp_path_factory):
     """The tiny CLIP with plain GELU: what open_clip builds for OpenAI weights without '-quickgelu'."""
-    from clip_api.paths import OPEN_CLIP_CONFIGS_DIR
+    from clip_core.paths import OPEN_CLIP_CONFIGS_DIR
 
     config = json.loads((OPEN_CLIP_CONFIGS_DIR / "clip-tiny.json").read_text())
     config["quick_gelu"] = False

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_api.model_config import load_model_config
+from clip_core.model_config import load_model_config
 from model_build.golden import GoldenReferences, first_use_golden_path
 from model_build.package import package_model
 from model_build.progress import Progress
@@ -203,7 +203,7 @@ def test_gelu_instead_of_quick_gelu_fails_on_the_served_graphs(standin, cache, t
     to the swap), so the served graphs' activation is what catches it, with parity against open_clip."""
     import open_clip
 
-    from clip_api.paths import OPEN_CLIP_CONFIGS_DIR
+    from clip_core.paths import OPEN_CLIP_CONFIGS_DIR
 
     spec = json.loads((OPEN_CLIP_CONFIGS_DIR / "clip-tiny.json").read_text())
     (tmp_path / "clip-tiny-gelu.json").write_text(json.dumps({**spec, "quick_gelu": False}))

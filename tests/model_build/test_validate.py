@@ -81,7 +81,7 @@ def test_gelu_instead_of_quick_gelu_fails(tiny_config, tiny_gelu_artifact):
 def tiny_gelu_artifact(package_random, tiny_config, tmp_path_factory):
     import open_clip
 
-    from clip_api.paths import OPEN_CLIP_CONFIGS_DIR
+    from clip_core.paths import OPEN_CLIP_CONFIGS_DIR
 
     config = json.loads((OPEN_CLIP_CONFIGS_DIR / "clip-tiny.json").read_text())
     config["quick_gelu"] = False

@@ -66,7 +66,7 @@ def test_random_init_is_deterministic_per_seed(tiny_config):
 @pytest.mark.parametrize("model_id", ["clip-vit-b-32", "clip-vit-l-14", "clip-tiny"])
 def test_served_architectures_use_quick_gelu(model_id):
     """OpenAI's weights were trained with QuickGELU: every config must build it (and the check can fail)."""
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from model_build.weights import register_repo_architectures
 
     register_repo_architectures()
@@ -91,7 +91,7 @@ def test_pretrained_openai_weights_load(b32_config):
 
 
 def test_production_configs_pin_their_weights_with_sources():
-    from clip_api.model_config import load_all_model_configs
+    from clip_core.model_config import load_all_model_configs
 
     for config in load_all_model_configs():
         if config.demo_only:

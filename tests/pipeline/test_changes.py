@@ -37,7 +37,7 @@ def test_configs_of_models_without_a_pipeline_start_none():
     "path",
     ["README.md", "tests/pipeline/test_definition.py", "lambda/embedding_api/app.py", "promotion/state_machine.py",
      "promotion/clip-embedding-api-promotion.asl.json", "infra/templates.py", "infra/serving.yaml", "local_mode/up.py", "Makefile",
-     "buildspec.yml"],
+     "buildspec.yml", "clip_api/cli.py", "promotion/smoke.py"],
 )
 def test_code_the_build_does_not_run_starts_no_pipeline(path):
     assert changed_models([path], SERVED) == []
@@ -51,12 +51,13 @@ def test_code_the_build_does_not_run_starts_no_pipeline(path):
         "inference_code/preprocess.py",  # packaged into every artifact
         "inference_code/requirements.lock",  # the runtime Package records and Validate runs
         "pipeline/definition.py",
-        "clip_api/model_config.py",  # the config schema: what every config means
-        "clip_api/paths.py",
+        "clip_core/model_config.py",  # the config schema: what every config means
+        "clip_core/paths.py",
         "configs/open_clip/clip-tiny.json",
         "configs/defaults.yaml",  # a config shared by the models (not one model's own)
         "configs/models/shared/limits.yaml",  # below configs/models/ but not a model's own file
-        "promotion/smoke.py",  # model_build/validate.py writes the smoke-test references in its format
+        "clip_core/smoke_cases.py",  # model_build/validate.py writes the smoke-test references in its format
+        "clip_core/limits.py",  # copied into every artifact's manifest and code
         "infra/base-images.json",  # the processing and serving base images (torch, Python)
         "pyproject.toml",
     ],
@@ -78,7 +79,7 @@ def covered(path: str) -> bool:
 def test_everything_the_processing_image_copies_is_build_code():
     dockerfile = (REPO_ROOT / "model_build" / "Dockerfile").read_text()
     copied = [src for line in re.findall(r"^COPY\s+(.+)$", dockerfile, re.MULTILINE) for src in line.split()[:-1]]
-    assert "configs" in copied and "clip_api" in copied  # the parse found the COPY lines
+    assert "configs" in copied and "clip_core/model_config.py" in copied  # the parse found the COPY lines
     uncovered = [src for src in copied if src != "README.md" and not covered(src if "." in Path(src).name else src + "/x")]
     assert uncovered == []
 
@@ -108,9 +109,8 @@ def _imported_files(file: Path) -> set[Path]:
 
 
 def test_every_module_the_build_code_imports_is_build_code():
-    """The pipeline's steps run model_build/, pipeline/ and inference_code/ (through `clip-api package|validate`):
-    whatever they import from this repository changes what they build. clip_api/cli.py is not followed: its
-    other verbs import the control plane (promotion, infra, local_mode) lazily, and no step runs them."""
+    """The pipeline's steps run model_build/, pipeline/ and inference_code/ (through model_build/cli.py's
+    package|validate): whatever they import from this repository changes what they build."""
     todo = [p for d in ("model_build", "pipeline", "inference_code") for p in (REPO_ROOT / d).rglob("*.py")]
     seen: set[Path] = set()
     while todo:
@@ -118,8 +118,7 @@ def test_every_module_the_build_code_imports_is_build_code():
         if file in seen:
             continue
         seen.add(file)
-        if file != REPO_ROOT / "clip_api" / "cli.py":
-            todo.extend(_imported_files(file))
+        todo.extend(_imported_files(file))
     reached = sorted(str(p.relative_to(REPO_ROOT)) for p in seen)
-    assert "promotion/smoke.py" in reached and "clip_api/model_config.py" in reached  # the walk follows imports
+    assert "clip_core/smoke_cases.py" in reached and "clip_core/model_config.py" in reached  # the walk follows imports
     assert [path for path in reached if not covered(path)] == []

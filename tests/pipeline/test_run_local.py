@@ -9,10 +9,10 @@ import shutil
 import boto3
 import pytest
 
-from clip_api.model_config import load_model_config
+from clip_core.model_config import load_model_config
 from pipeline.aws import ensure_model_package_group, run_pipeline_locally, start_pipeline, upsert_pipeline
 from pipeline.definition import pipeline_definition, pipeline_name
-from clip_api.s3_uri import split_s3_uri
+from clip_core.s3_uri import split_s3_uri
 from pipeline.settings import PipelineSettings
 
 
@@ -58,7 +58,7 @@ def test_run_local_registers_a_pending_package_with_metrics(moto_aws, tiny_confi
 @pytest.fixture
 def strict_configs(tmp_path, monkeypatch):
     """A copy of configs/ whose tiny model refuses random-init weights, seen by the processing jobs too."""
-    from clip_api.paths import CONFIGS_DIR
+    from clip_core.paths import CONFIGS_DIR
 
     copy = tmp_path / "configs"
     shutil.copytree(CONFIGS_DIR, copy)

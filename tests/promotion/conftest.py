@@ -19,9 +19,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.templates import POINTER_TABLE
+from clip_core.names import POINTER_TABLE
 from promotion.pointer import KEY, ServingPointer, read_pointer
-from promotion.state_machine import ASL_PATH, substitute
+from promotion.workflow_asl import ASL_PATH, substitute
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 EVENT_TEMPLATE = json.loads((Path(__file__).parent.parent / "events" / "model_package_approved.json").read_text())

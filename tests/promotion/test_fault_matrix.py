@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from moto.core.exceptions import JsonRESTError
 
-from infra.templates import POINTER_TABLE
+from clip_core.names import POINTER_TABLE
 from promotion import lock
 from tests.promotion.conftest import leave_new_endpoints
 

@@ -7,7 +7,7 @@ import time
 import boto3
 import pytest
 
-from infra.templates import POINTER_TABLE
+from clip_core.names import POINTER_TABLE
 from promotion import lock
 from promotion.pointer import KEY
 from tests.promotion.conftest import queue_lambda_result

@@ -13,6 +13,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+from clip_core import smoke_cases
 from promotion import smoke
 from smoke_test.app import SmokeTestRequest, run_smoke_test
 
@@ -51,7 +52,7 @@ def _body(payload) -> StreamingBody:
 @pytest.fixture
 def references(moto_aws):
     s3 = boto3.client("s3")
-    s3.put_object(Bucket="clip-test-bucket", Key="run/evaluation/smoke_test.json", Body=smoke.dumps(CASES))
+    s3.put_object(Bucket="clip-test-bucket", Key="run/evaluation/smoke_test.json", Body=smoke_cases.dumps(CASES))
     return s3
 
 
@@ -91,7 +92,7 @@ def test_validation_writes_smoke_references_that_open_clip_computes(tiny_fp32, t
 
     result = validate_artifact(tiny_fp32.directory, tiny_config)
     result.write(tmp_path / "evaluation.json")
-    cases = json.loads((tmp_path / smoke.SMOKE_FILE).read_text())["cases"]
+    cases = json.loads((tmp_path / smoke_cases.SMOKE_FILE).read_text())["cases"]
     assert [c["request"].get("text") for c in cases[:3]] == list(smoke.SMOKE_TEXTS) and list(cases[3]["request"]) == ["image"]
     texts = [c["request"]["text"] for c in cases[:3]]
     reference = np.concatenate([tiny_reference.embed_texts(texts), tiny_reference.embed_images([base64.b64decode(cases[3]["request"]["image"])])])
