@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from clip_core.names import BOOTSTRAP_STACK, BUCKET_ENV, POINTER_TABLE, PROJECT, SERVING_STACK, artifact_bucket_name, model_resource_name
 from clip_core.paths import PACKAGED_CONFIGS_DIR, REPO_ROOT
-from infra.templates import render, templates
+from infra.templates import render, serving_template, templates
 
 LAMBDA_PACKAGES = ("clip_core", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
 LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py", "inference_code/manifest.py")
@@ -31,6 +31,7 @@ LAMBDA_LOCK = REPO_ROOT / "lambda" / "requirements.lock"
 
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's inline TemplateBody limit; TemplateURL allows 1 MB
 DEPLOYED_COMMIT_KEY = f"{PROJECT}/deploy/last-deployed-commit"
+SERVING_KEEP_PREVIOUS = ("NotificationEmail", "CorsAllowOrigin", "ApiRateLimit", "ApiBurstLimit", "ApiDailyQuota", "BakeSeconds", "PollSeconds")
 
 
 @dataclass(frozen=True)
@@ -46,22 +47,59 @@ class AccountState:
 
 
 @dataclass(frozen=True)
-class Action:
-    kind: str  # deploy-stack | upload-lambda-code | upload-template | migrate-pointers | upsert-pipeline
-    target: str
-    detail: dict = field(default_factory=dict)
+class DeployStack:
+    """Create or update a stack: its template inline (`template_url` empty) or from S3, where it was uploaded this run."""
+
+    stack: str
+    template: str  # the rendered template's name
+    exists: bool
+    parameters: dict
+    template_url: str = ""
+    template_key: str = ""  # the S3 key behind template_url, whose uploaded version the stack call pins
+    kms_key_from_bootstrap: bool = False  # KmsKeyArn: the bootstrap stack's output, read when the action runs
+    keep_previous: tuple[str, ...] = ()  # parameters an update keeps at the stack's current value unless set here
 
     def describe(self) -> str:
-        if self.kind == "deploy-stack":
-            verb = "update" if self.detail.get("exists") else "create"
-            return f"{verb} stack {self.target}"
-        if self.kind == "upload-lambda-code":
-            return f"upload Lambda code to s3://{self.detail['bucket']}/{self.target}"
-        if self.kind == "upload-template":
-            return f"upload template {self.detail['template']} to s3://{self.detail['bucket']}/{self.target}"
-        if self.kind == "migrate-pointers":
-            return f"carry what serves into {self.target}: " + ", ".join(f"{p.model_id} -> {p.endpoint_name}" for p in self.detail["pointers"])
-        return f"upsert SageMaker Pipeline for {self.target}"
+        return f"{'update' if self.exists else 'create'} stack {self.stack}"
+
+
+@dataclass(frozen=True)
+class UploadLambdaCode:
+    bucket: str
+    key: str
+
+    def describe(self) -> str:
+        return f"upload Lambda code to s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class UploadTemplate:
+    bucket: str
+    key: str
+    template: str
+
+    def describe(self) -> str:
+        return f"upload template {self.template} to s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class MigratePointers:
+    table: str
+    pointers: tuple  # ServingPointers
+
+    def describe(self) -> str:
+        return f"carry what serves into {self.table}: " + ", ".join(f"{p.model_id} -> {p.endpoint_name}" for p in self.pointers)
+
+
+@dataclass(frozen=True)
+class UpsertPipeline:
+    model_id: str
+
+    def describe(self) -> str:
+        return f"upsert SageMaker Pipeline for {self.model_id}"
+
+
+DeployAction = DeployStack | UploadLambdaCode | UploadTemplate | MigratePointers | UpsertPipeline
 
 
 def template_key(name: str, body: str) -> str:
@@ -75,33 +113,33 @@ def manages_api_gateway_account(facts: AccountState) -> bool:
     return not current or current == facts.bootstrap_outputs.get("ApiGatewayCloudWatchRoleArn")
 
 
-def plan_deploy(facts: AccountState, rendered: dict[str, str], code_key: str, notification_email: str | None = None) -> list[Action]:
+def plan_deploy(facts: AccountState, rendered: dict[str, str], code_key: str, notification_email: str | None = None,
+                serving_parameters: dict | None = None) -> list[DeployAction]:
     """The stack calls that bring the account to `rendered`. Every stack call after the bootstrap's
-    first creation passes the bootstrap's DeployRole (resolved at execution from its outputs)."""
+    first creation passes the bootstrap's DeployRole (resolved at execution from its outputs).
+    `serving_parameters`: further serving-stack parameters (local mode's short poll and bake)."""
     bucket = artifact_bucket_name(facts.account, facts.region)
-    actions = []
+    actions: list[DeployAction] = []
     if facts.stacks.get(BOOTSTRAP_STACK) != rendered["bootstrap.yaml"]:
         # The bootstrap creates the bucket, so its template goes inline (it stays far under the limit).
-        actions.append(Action("deploy-stack", BOOTSTRAP_STACK, {
-            "template": "bootstrap.yaml", "exists": BOOTSTRAP_STACK in facts.stacks,
-            "parameters": {"ManageApiGatewayAccount": "true" if manages_api_gateway_account(facts) else "false"}}))
+        actions.append(DeployStack(BOOTSTRAP_STACK, "bootstrap.yaml", BOOTSTRAP_STACK in facts.stacks,
+                                   {"ManageApiGatewayAccount": "true" if manages_api_gateway_account(facts) else "false"}))
     if code_key not in facts.objects:
-        actions.append(Action("upload-lambda-code", code_key, {"bucket": bucket}))
+        actions.append(UploadLambdaCode(bucket, code_key))
     if facts.stacks.get(SERVING_STACK) != rendered["serving.yaml"] or code_key not in facts.objects:
         key = template_key("serving.yaml", rendered["serving.yaml"])
-        actions.append(Action("upload-template", key, {"bucket": bucket, "template": "serving.yaml"}))
-        parameters = {"ArtifactBucket": bucket, "LambdaCodeKey": code_key}
+        actions.append(UploadTemplate(bucket, key, "serving.yaml"))
+        parameters = {"ArtifactBucket": bucket, "LambdaCodeKey": code_key, **(serving_parameters or {})}
         if notification_email is not None:  # absent: an existing subscription is kept (UsePreviousValue)
             parameters["NotificationEmail"] = notification_email
-        actions.append(Action("deploy-stack", SERVING_STACK, {
-            "template": "serving.yaml", "exists": SERVING_STACK in facts.stacks, "parameters": parameters,
-            "template_url": f"https://{bucket}.s3.{facts.region}.amazonaws.com/{key}", "template_key": key, "needs_outputs_from": BOOTSTRAP_STACK,
-            "keep_previous": ["NotificationEmail", "CorsAllowOrigin", "ApiRateLimit", "ApiBurstLimit", "ApiDailyQuota", "BakeSeconds", "PollSeconds"]}))
+        actions.append(DeployStack(SERVING_STACK, "serving.yaml", SERVING_STACK in facts.stacks, parameters,
+                                   template_url=f"https://{bucket}.s3.{facts.region}.amazonaws.com/{key}", template_key=key,
+                                   kms_key_from_bootstrap=True, keep_previous=SERVING_KEEP_PREVIOUS))
     if facts.legacy_pointers:
         # A deployment from before the pointer table: what its functions' environments named keeps serving
         # (written only where the table has no pointer yet), although the stack update clears those variables.
-        actions.append(Action("migrate-pointers", POINTER_TABLE, {"pointers": facts.legacy_pointers}))
-    actions += [Action("upsert-pipeline", model_id) for model_id in facts.models]
+        actions.append(MigratePointers(POINTER_TABLE, tuple(facts.legacy_pointers)))
+    actions += [UpsertPipeline(model_id) for model_id in facts.models]
     return actions
 
 
@@ -207,55 +245,80 @@ def pipeline_settings_from_stacks(session, env: dict | None = None):
                                       BUCKET_ENV: bootstrap["ArtifactBucketName"], "CLIP_API_PIPELINE_ROLE_ARN": serving["PipelineRoleArn"]})
 
 
-def execute(actions: list[Action], session, zip_bytes: bytes, rendered: dict[str, str], log=print) -> None:
-    cloudformation = session.client("cloudformation")
-    pipeline_settings = None
-    template_versions: dict[str, str] = {}  # key -> the version this run uploaded
+@dataclass
+class _Execution:
+    """What the actions of one `execute` share."""
+
+    session: object
+    zip_bytes: bytes
+    rendered: dict
+    template_versions: dict = field(default_factory=dict)  # key -> the version this run uploaded
+    pipeline_settings: object = None
+
+
+def _upload_lambda_code(action: UploadLambdaCode, run: _Execution) -> None:
+    run.session.client("s3").put_object(Bucket=action.bucket, Key=action.key, Body=run.zip_bytes)
+
+
+def _upload_template(action: UploadTemplate, run: _Execution) -> None:
+    put = run.session.client("s3").put_object(Bucket=action.bucket, Key=action.key, Body=run.rendered[action.template].encode())
+    if put.get("VersionId"):
+        run.template_versions[action.key] = put["VersionId"]
+
+
+def _deploy_stack_action(action: DeployStack, run: _Execution) -> None:
+    cloudformation = run.session.client("cloudformation")
+    bootstrap = stack_outputs(cloudformation, BOOTSTRAP_STACK)
+    parameters = dict(action.parameters)
+    if action.kms_key_from_bootstrap:
+        parameters["KmsKeyArn"] = bootstrap["KmsKeyArn"]
+    request = {"StackName": action.stack, "Capabilities": ["CAPABILITY_IAM"],
+               "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]}
+    if action.exists:
+        # The stack's current values, as read now (none is NoEcho), for what the caller did not set; a parameter
+        # the stack does not have yet takes its template default.
+        current = {p["ParameterKey"]: p.get("ParameterValue", "")
+                   for p in cloudformation.describe_stacks(StackName=action.stack)["Stacks"][0].get("Parameters", [])}
+        request["Parameters"] += [{"ParameterKey": k, "ParameterValue": current[k]} for k in action.keep_previous
+                                  if k not in parameters and k in current]
+    if action.template_url:
+        # Pinned to the version uploaded moments ago: a later write to the key cannot change what CloudFormation runs.
+        version = run.template_versions.get(action.template_key)
+        request["TemplateURL"] = action.template_url + (f"?versionId={version}" if version else "")
+    else:
+        request["TemplateBody"] = run.rendered[action.template]
+    if "DeployRoleArn" in bootstrap:  # absent only while the bootstrap itself is first created (by an administrator)
+        request["RoleARN"] = bootstrap["DeployRoleArn"]
+    _deploy_stack(cloudformation, request, action.exists)
+
+
+def _migrate_pointers(action: MigratePointers, run: _Execution) -> None:
+    dynamodb = run.session.client("dynamodb")
+    for pointer in action.pointers:
+        try:
+            dynamodb.put_item(TableName=action.table, Item=pointer.to_item(), ConditionExpression="attribute_not_exists(model_id)")
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+
+def _upsert_pipeline(action: UpsertPipeline, run: _Execution) -> None:
+    from clip_core.model_config import load_model_config
+    from pipeline.aws import upsert_pipeline
+
+    run.pipeline_settings = run.pipeline_settings or pipeline_settings_from_stacks(run.session)
+    upsert_pipeline(load_model_config(action.model_id), run.pipeline_settings)
+
+
+_PERFORM = {UploadLambdaCode: _upload_lambda_code, UploadTemplate: _upload_template, DeployStack: _deploy_stack_action,
+            MigratePointers: _migrate_pointers, UpsertPipeline: _upsert_pipeline}
+
+
+def execute(actions: list[DeployAction], session, zip_bytes: bytes, rendered: dict[str, str], log=print) -> None:
+    run = _Execution(session, zip_bytes, rendered)
     for action in actions:
         log(f"- {action.describe()}")
-        if action.kind == "upload-lambda-code":
-            session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=zip_bytes)
-        elif action.kind == "upload-template":
-            put = session.client("s3").put_object(Bucket=action.detail["bucket"], Key=action.target, Body=rendered[action.detail["template"]].encode())
-            if put.get("VersionId"):
-                template_versions[action.target] = put["VersionId"]
-        elif action.kind == "deploy-stack":
-            bootstrap = stack_outputs(cloudformation, BOOTSTRAP_STACK)
-            parameters = dict(action.detail["parameters"])
-            if action.detail.get("needs_outputs_from"):
-                parameters["KmsKeyArn"] = bootstrap["KmsKeyArn"]
-            request = {"StackName": action.target, "Capabilities": ["CAPABILITY_IAM"],
-                       "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]}
-            if action.detail.get("exists"):
-                # The stack's current values, as read now (none is NoEcho), for what the caller did not set; a parameter
-                # the stack does not have yet takes its template default.
-                current = {p["ParameterKey"]: p.get("ParameterValue", "")
-                           for p in cloudformation.describe_stacks(StackName=action.target)["Stacks"][0].get("Parameters", [])}
-                request["Parameters"] += [{"ParameterKey": k, "ParameterValue": current[k]} for k in action.detail.get("keep_previous", [])
-                                          if k not in parameters and k in current]
-            if "template_url" in action.detail:
-                # Pinned to the version uploaded moments ago: a later write to the key cannot change what CloudFormation runs.
-                version = template_versions.get(action.detail["template_key"])
-                request["TemplateURL"] = action.detail["template_url"] + (f"?versionId={version}" if version else "")
-            else:
-                request["TemplateBody"] = rendered[action.detail["template"]]
-            if "DeployRoleArn" in bootstrap:  # absent only while the bootstrap itself is first created (by an administrator)
-                request["RoleARN"] = bootstrap["DeployRoleArn"]
-            _deploy_stack(cloudformation, request, action.detail["exists"])
-        elif action.kind == "migrate-pointers":
-            dynamodb = session.client("dynamodb")
-            for pointer in action.detail["pointers"]:
-                try:
-                    dynamodb.put_item(TableName=action.target, Item=pointer.to_item(), ConditionExpression="attribute_not_exists(model_id)")
-                except ClientError as error:
-                    if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                        raise
-        elif action.kind == "upsert-pipeline":
-            from clip_core.model_config import load_model_config
-            from pipeline.aws import upsert_pipeline
-
-            pipeline_settings = pipeline_settings or pipeline_settings_from_stacks(session)
-            upsert_pipeline(load_model_config(action.target), pipeline_settings)
+        _PERFORM[type(action)](action, run)
 
 
 def _deploy_stack(cloudformation, request: dict, exists: bool) -> None:
@@ -271,14 +334,27 @@ def _deploy_stack(cloudformation, request: dict, exists: bool) -> None:
             raise
 
 
-def deploy(session, models: tuple[str, ...], dry_run: bool = False, notification_email: str | None = None, vendor_dependencies: bool = True,
-           log=print, configs=None) -> list[Action]:
+def render_templates(configs=None, include_demo: bool = False) -> dict[str, str]:
+    """The templates a deploy brings the account to; `include_demo`: the serving stack serves demo-only models too (local mode)."""
+    from clip_core.model_config import load_all_model_configs
+
+    configs = load_all_model_configs() if configs is None else configs
     rendered = {name: render(template) for name, template in templates(configs).items()}
+    if include_demo:
+        rendered["serving.yaml"] = render(serving_template(configs, include_demo=True))
+    return rendered
+
+
+def deploy(session, models: tuple[str, ...], dry_run: bool = False, notification_email: str | None = None, vendor_dependencies: bool = True,
+           log=print, configs=None, include_demo: bool = False, serving_parameters: dict | None = None) -> list[DeployAction]:
+    """Plan against the account `session` reaches, then execute (unless `dry_run`). `models`: whose SageMaker Pipelines to upsert
+    (local mode: none, it runs them itself); `configs`: the models the serving stack serves (default: every config)."""
+    rendered = render_templates(configs, include_demo)
     if len(rendered["bootstrap.yaml"].encode()) > TEMPLATE_BODY_LIMIT:
         raise RuntimeError(f"bootstrap.yaml is over CloudFormation's {TEMPLATE_BODY_LIMIT}-byte inline limit")
     zip_bytes = build_lambda_zip(vendor_dependencies)
     code_key = code_key_for(zip_bytes)
-    actions = plan_deploy(gather_facts(session, models, code_key), rendered, code_key, notification_email)
+    actions = plan_deploy(gather_facts(session, models, code_key), rendered, code_key, notification_email, serving_parameters)
     log(f"plan for account {session.client('sts').get_caller_identity()['Account']} in {session.region_name}:")
     for action in actions:
         log(f"  {action.describe()}")

@@ -15,6 +15,11 @@ from infra.deploy import (
     SERVING_STACK,
     TEMPLATE_BODY_LIMIT,
     AccountState,
+    DeployStack,
+    MigratePointers,
+    UploadLambdaCode,
+    UploadTemplate,
+    UpsertPipeline,
     deploy,
     manages_api_gateway_account,
     plan_deploy,
@@ -41,16 +46,24 @@ def test_plan_from_an_empty_account():
         f"create stack {SERVING_STACK}",
         "upsert SageMaker Pipeline for clip-vit-b-32",
     ]
-    serving = actions[3].detail
-    assert serving["template_url"] == f"https://clip-embedding-api-111122223333-eu-west-1.s3.eu-west-1.amazonaws.com/{template_key('serving.yaml', 'S')}"
-    assert "NotificationEmail" not in serving["parameters"]  # not given: an existing subscription is kept, never blanked
-    assert "NotificationEmail" in serving["keep_previous"]
-    assert actions[0].detail["parameters"] == {"ManageApiGatewayAccount": "true"}
+    serving = actions[3]
+    assert serving.template_url == f"https://clip-embedding-api-111122223333-eu-west-1.s3.eu-west-1.amazonaws.com/{template_key('serving.yaml', 'S')}"
+    assert serving.template_key == template_key("serving.yaml", "S") and serving.kms_key_from_bootstrap
+    assert "NotificationEmail" not in serving.parameters  # not given: an existing subscription is kept, never blanked
+    assert "NotificationEmail" in serving.keep_previous
+    assert actions[0].parameters == {"ManageApiGatewayAccount": "true"} and not actions[0].template_url  # the bootstrap goes inline
+
+
+def test_plan_passes_further_serving_parameters():
+    actions = plan_deploy(facts(), RENDERED, "code/abc.zip", serving_parameters={"PollSeconds": 1, "BakeSeconds": 2})
+    serving = next(a for a in actions if isinstance(a, DeployStack) and a.stack == SERVING_STACK)
+    assert serving.parameters == {"ArtifactBucket": "clip-embedding-api-111122223333-eu-west-1", "LambdaCodeKey": "code/abc.zip",
+                                  "PollSeconds": 1, "BakeSeconds": 2}
 
 
 def test_plan_when_everything_is_current_only_upserts_pipelines():
     actions = plan_deploy(facts({BOOTSTRAP_STACK: "B", SERVING_STACK: "S"}, {"code/abc.zip"}), RENDERED, "code/abc.zip")
-    assert [a.kind for a in actions] == ["upsert-pipeline"]
+    assert actions == [UpsertPipeline("clip-vit-b-32")]
 
 
 def test_plan_updates_serving_when_code_changed():
@@ -58,7 +71,7 @@ def test_plan_updates_serving_when_code_changed():
     assert [a.describe() for a in actions][:3] == ["upload Lambda code to s3://clip-embedding-api-111122223333-eu-west-1/code/new.zip",
                                                    f"upload template serving.yaml to s3://clip-embedding-api-111122223333-eu-west-1/{template_key('serving.yaml', 'S')}",
                                                    f"update stack {SERVING_STACK}"]
-    assert actions[2].detail["parameters"]["NotificationEmail"] == "ops@example.com"
+    assert actions[2].parameters["NotificationEmail"] == "ops@example.com"
 
 
 def test_the_api_gateway_account_role_is_set_only_where_none_or_ours_is():
@@ -70,7 +83,7 @@ def test_the_api_gateway_account_role_is_set_only_where_none_or_ours_is():
     assert not manages_api_gateway_account(facts(logging_role=ours))  # a role of that shape that the stack does not name
     assert not manages_api_gateway_account(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"))
     plan = plan_deploy(facts(logging_role="arn:aws:iam::111122223333:role/someone-elses-apigw-logs"), RENDERED, "code/abc.zip")
-    assert plan[0].detail["parameters"] == {"ManageApiGatewayAccount": "false"}
+    assert plan[0].parameters == {"ManageApiGatewayAccount": "false"}
 
 
 class StackCalls:
@@ -89,12 +102,12 @@ def test_deploy_is_idempotent_under_moto(aws_env, moto_aws, capsys, tmp_path):
     session = boto3.Session(region_name="us-east-1")
     calls = StackCalls(session)
     dry = deploy(session, ("clip-tiny",), dry_run=True, vendor_dependencies=False, log=lambda _: None)
-    assert [a.kind for a in dry][:4] == ["deploy-stack", "upload-lambda-code", "upload-template", "deploy-stack"]
+    assert [type(a) for a in dry][:4] == [DeployStack, UploadLambdaCode, UploadTemplate, DeployStack]
     assert not session.client("cloudformation").list_stacks()["StackSummaries"]  # dry run changed nothing
     first = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
-    assert [a.kind for a in first] == ["deploy-stack", "upload-lambda-code", "upload-template", "deploy-stack", "upsert-pipeline"]
+    assert [type(a) for a in first] == [DeployStack, UploadLambdaCode, UploadTemplate, DeployStack, UpsertPipeline]
     second = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None)
-    assert [a.kind for a in second] == ["upsert-pipeline"]
+    assert second == [UpsertPipeline("clip-tiny")]
     pipeline = session.client("sagemaker").describe_pipeline(PipelineName="clip-embedding-api-clip-tiny")
     serving_outputs = stack_outputs(session.client("cloudformation"), SERVING_STACK)
     assert pipeline["RoleArn"] == serving_outputs["PipelineRoleArn"]  # from the stack's output, not a guessed name
@@ -237,14 +250,13 @@ def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(
     lambda_client.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, **legacy}})
     change_templates(monkeypatch, "serving.yaml", mark=" (upgraded)")
     actions = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny])
-    assert "migrate-pointers" in [a.kind for a in actions]
+    migration = next(a for a in actions if isinstance(a, MigratePointers))
     dynamodb = session.client("dynamodb")
     assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == ServingPointer("clip-tiny", "clip-clip-tiny-v7", 7, legacy["MODEL_PACKAGE_ARN"])
     # a pointer the workflow wrote since is never overwritten by what an environment still says
     promoted = ServingPointer("clip-tiny", "clip-clip-tiny-v8", 8, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/8")
     dynamodb.put_item(TableName=POINTER_TABLE, Item=promoted.to_item())
-    deploy_module.execute([deploy_module.Action("migrate-pointers", POINTER_TABLE, {"pointers": actions[[a.kind for a in actions].index("migrate-pointers")].detail["pointers"]})],
-                          session, b"", {}, log=lambda _: None)
+    deploy_module.execute([MigratePointers(POINTER_TABLE, migration.pointers)], session, b"", {}, log=lambda _: None)
     assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == promoted
 
 
