@@ -2,7 +2,7 @@
 
 Two sources of noise, two remedies:
 
-- the libraries local mode drives (sagemaker, stepfunctions, moto) warn and log about things a user of
+- the libraries local mode drives (sagemaker, moto) warn and log about things a user of
   the demo cannot act on: deprecations, SDK config files not found, CloudFormation resources moto
   skips (local mode does their part itself), a PipelineSession that starts no jobs (local mode runs
   the steps). `quiet_libraries()` filters exactly those warnings, by module and category, and lowers
@@ -25,8 +25,6 @@ from typing import IO, Iterator
 
 # (module regex, category, message regex): the warnings `make demo` printed before, each with its source.
 QUIET_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
-    # stepfunctions' `import pkg_resources` (the SDK pins setuptools<81 for it)
-    (r"stepfunctions(\.|$)", UserWarning, r"pkg_resources is deprecated"),
     # the "v2 is on path of deprecation" notice, in case SAGEMAKER_SUPPRESS_V2_WARNING is not honoured
     (r"sagemaker(\.|$)", Warning, r"You are using the SageMaker Python SDK v2"),
     # "Tried to parse AWS::... but it's not supported by moto's CloudFormation implementation"

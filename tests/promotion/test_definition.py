@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from promotion.events import approval_event_pattern
-from promotion.state_machine import ASL_PATH, render_asl, substitute
+from promotion import state_machine
+from promotion.state_machine import render_asl
+from promotion.workflow_asl import ASL_PATH, substitute
 
 # asl-validator 4.0.0 and every transitive dependency, pinned with their integrity hashes: `npm ci` installs exactly the lock.
 ASL_VALIDATOR_DIR = Path(__file__).with_name("asl_validator")
@@ -30,6 +32,98 @@ def _tasks(asl: dict) -> list[dict]:
 
 def test_committed_asl_matches_the_python_definition():
     assert ASL_PATH.read_text() == render_asl(), "promotion.asl.json drifted: run `python -m promotion.state_machine`"
+
+
+PHASE_OF = {name: phase.__name__ for phase in state_machine.PHASES for name in phase()}
+ROLL_BACK_ENTRIES = {state_machine.ROLL_BACK, state_machine.CLEAN_UP, state_machine.GIVE_UP}
+
+
+def _transitions(state: dict) -> list[str]:
+    return ([state["Next"]] if "Next" in state else []) + [rule["Next"] for rule in state.get("Choices", [])] + \
+        ([state["Default"]] if "Default" in state else []) + [catch["Next"] for catch in state.get("Catch", [])]
+
+
+def test_the_phases_are_written_in_the_order_they_run():
+    """A state leads only into its own phase, to the start of a later one, or into the roll back's entries."""
+    order = [phase.__name__ for phase in state_machine.PHASES]
+    assert order == ["plan", "create", "wait", "smoke", "switch", "bake", "finish", "roll_back"]
+    starts = {phase.__name__: next(iter(phase())) for phase in state_machine.PHASES}
+    definition = state_machine.build_definition()
+    assert definition["StartAt"] == starts["plan"] and list(definition["States"]) == list(PHASE_OF)
+    for name, state in definition["States"].items():
+        for target in _transitions(state):
+            here, there = order.index(PHASE_OF[name]), order.index(PHASE_OF[target])
+            assert there >= here, f"{name} ({PHASE_OF[name]}) goes back to {target} ({PHASE_OF[target]})"
+            if there > here:
+                assert target == starts[PHASE_OF[target]] or target in ROLL_BACK_ENTRIES, f"{name} enters {PHASE_OF[target]} at {target}"
+
+
+def _lookup(data: dict, path: str):
+    for key in path.removeprefix("$.").split("."):
+        data = data[key]
+    return data
+
+
+def _chosen(state: dict, data: dict) -> str:
+    for rule in state["Choices"]:
+        value = _lookup(data, rule["Variable"])
+        if "StringEquals" in rule:
+            hit = value == rule["StringEquals"]
+        elif "BooleanEquals" in rule:
+            hit = value is rule["BooleanEquals"]
+        elif "NumericGreaterThan" in rule:
+            hit = value > rule["NumericGreaterThan"]
+        elif "NumericGreaterThanEqualsPath" in rule:
+            hit = value >= _lookup(data, rule["NumericGreaterThanEqualsPath"])
+        else:
+            raise AssertionError(f"a rule this walk cannot read: {rule}")
+        if hit:
+            return rule["Next"]
+    return state["Default"]
+
+
+def _walk(fail_at: str | None = None, **overrides) -> list[str]:
+    """The committed ASL's path for one outcome: Choices read `data`, Tasks succeed except `fail_at` (States.ALL)."""
+    data = {"plan": {"action": "promote", "max_polls": 3, "has_old_alarms": True, "release_provisioned_concurrency": True},
+            "polls": {"count": 0}, "endpoint": {"status": "InService"}, "smoke": {"passed": True},
+            "traffic": {"datapoints": 2}, "bake": {"firing": False}}
+    for path, value in overrides.items():
+        section, key = path.split("__")
+        data[section][key] = value
+    asl = json.loads(ASL_PATH.read_text())
+    states, name, visited = asl["States"], asl["StartAt"], []
+    while name:
+        assert len(visited) < 100, visited
+        visited.append(name)
+        state = states[name]
+        if name == fail_at:
+            name = next(catch["Next"] for catch in state["Catch"] if catch["ErrorEquals"] == ["States.ALL"])
+        elif state["Type"] == "Choice":
+            name = _chosen(state, data)
+        else:
+            name = state.get("Next")
+    return visited
+
+
+def _phases(visited: list[str]) -> list[str]:
+    phases = [PHASE_OF[name] for name in visited]
+    return [phase for i, phase in enumerate(phases) if i == 0 or phase != phases[i - 1]]
+
+
+@pytest.mark.parametrize("outcome, phases, end", [
+    ({}, ["plan", "create", "wait", "smoke", "switch", "bake", "finish"], "Promoted"),
+    ({"bake__firing": True}, ["plan", "create", "wait", "smoke", "switch", "bake", "roll_back"], "PromotionFailed"),
+    ({"fail_at": "SwitchTraffic"}, ["plan", "create", "wait", "smoke", "switch", "roll_back"], "PromotionFailed"),
+    ({"smoke__passed": False}, ["plan", "create", "wait", "smoke", "roll_back"], "PromotionFailed"),
+    ({"endpoint__status": "Creating", "polls__count": 3}, ["plan", "create", "wait", "roll_back"], "PromotionFailed"),
+    ({"fail_at": "CreateModel"}, ["plan", "create", "roll_back"], "PromotionFailed"),
+    ({"plan__action": "skip"}, ["plan"], "Skipped"),
+])
+def test_a_promotion_runs_through_the_phases_in_order(outcome, phases, end):
+    visited = _walk(**outcome)
+    assert _phases(visited) == phases and visited[-1] == end, visited
+    assert ("RestorePrevious" in visited) == ("switch" in phases and end == "PromotionFailed")  # only a switch is restored
+    assert ("DeleteNewEndpoint" in visited) == ("wait" in phases and end == "PromotionFailed")  # CreateModel failing leaves nothing
 
 
 def test_asl_shape():
