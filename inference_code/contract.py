@@ -107,18 +107,27 @@ def parse_record(line: bytes, limits: ServingLimits) -> ParsedRequest:
 
 
 def parse_json_request(body: bytes, limits: ServingLimits) -> ParsedRequest:
+    return parse_payload(load_json(body), limits)
+
+
+def load_json(body: bytes) -> object:
+    """A JSON body's value, with the contract's codes for a body that is not JSON (empty, too deep, malformed)."""
     if not body.strip():
         raise bad_request("empty_body", "the request body is empty; send a JSON object such as {\"text\": \"a photo of a dog\"}")
     try:
         # No field of ours is a number: numbers stay markers, so a 5,000-digit integer (valid JSON,
         # past Python's int-conversion limit) is reported as the wrong type, not as bad JSON.
-        payload = json.loads(body, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=JsonNumber)
+        return json.loads(body, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=JsonNumber)
     except RecursionError:
         raise bad_request(
             "json_too_deep", "the request body nests JSON arrays or objects too deeply; a request is one object of strings or arrays of strings"
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request("malformed_json", f"the request body is not valid JSON ({exc.__class__.__name__})") from None
+
+
+def parse_payload(payload: object, limits: ServingLimits) -> ParsedRequest:
+    """A parsed JSON body checked against the contract: exactly one known field, its items valid (images decoded)."""
     if not isinstance(payload, dict):
         raise bad_request("invalid_request", "the request body must be a JSON object")
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
@@ -143,6 +152,18 @@ def parse_json_request(body: bytes, limits: ServingLimits) -> ParsedRequest:
     if key.startswith("text"):
         return ParsedRequest("text", tuple(check_text(t, _where(key, i, batch), limits) for i, t in enumerate(items)), batch)
     return ParsedRequest("image", tuple(decode_image(v, _where(key, i, batch), limits) for i, v in enumerate(items)), batch)
+
+
+def encode_request(parsed: ParsedRequest) -> bytes:
+    """The canonical JSON body of a parsed request, so that parse_json_request(encode_request(p)) == p: compact,
+    UTF-8 (a lone surrogate, which only a JSON escape can carry, is written as json.loads reads it back), images
+    as padded standard base64."""
+    if parsed.kind == "text":
+        values = list(parsed.items)
+    else:
+        values = [binascii.b2a_base64(item, newline=False).decode("ascii") for item in parsed.items]
+    body = {f"{parsed.kind}s": values} if parsed.batch else {parsed.kind: values[0]}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
 def _where(key: str, index: int, batch: bool) -> str:

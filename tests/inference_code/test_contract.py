@@ -6,7 +6,8 @@ import json
 import pytest
 
 from clip_core.limits import ServingLimits
-from inference_code.contract import ParsedRequest, decode_attributes, encode_attributes, encode_embeddings, parse_request
+from inference_code.contract import (ParsedRequest, decode_attributes, encode_attributes, encode_embeddings, encode_request,
+                                     parse_json_request, parse_request)
 from inference_code.errors import RequestError
 
 LIMITS = ServingLimits(max_request_bytes=10_000, max_image_bytes=1_000, max_batch_size=4, max_text_chars=100)
@@ -150,3 +151,31 @@ def test_huge_numbers_are_the_wrong_type_not_malformed_json(body, code):
 
 def test_ordinary_nesting_still_parses():
     assert parse_request(b'{"texts": ["a", "b"]}', "application/json", ServingLimits()).items == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    "parsed",
+    [
+        ParsedRequest("text", ("a photo of a dog",), False),
+        ParsedRequest("text", ('quotes " and \\ back\nslash', "naïve café 猫 🐕", "a lone \ud800 surrogate", "\u0000 control"), True),
+        ParsedRequest("image", (b"\x89PNG fake bytes",), False),
+        ParsedRequest("image", (b"\x00\xff" * 50, b"x", b"\xfb\xff\xbf"), True),
+    ],
+    ids=["text", "texts", "image", "images"],
+)
+def test_encode_request_round_trips_through_the_parser(parsed):
+    body = encode_request(parsed)
+    assert parse_json_request(body, LIMITS) == parsed
+    assert encode_request(parse_json_request(body, LIMITS)) == body  # canonical: one encoding per request
+
+
+def test_encode_request_is_canonical_whatever_the_client_sent():
+    """However a client spells a request (spacing, escapes, a data URI, wrapped base64), the encoding is one body."""
+    spellings = [
+        b'{ "images" : [ "' + B64.encode() + b'" ] }',
+        b'{"images":["data:image/png;base64,' + B64.encode() + b'"]}',
+        b'{"images": ["' + B64[:8].encode() + b'\\n' + B64[8:].encode() + b'"]}',
+    ]
+    encoded = {encode_request(parse_json_request(body, LIMITS)) for body in spellings}
+    assert encoded == {b'{"images":["' + B64.encode() + b'"]}'}
+    assert encode_request(parse_json_request(b'{"text": "caf\\u00e9"}', LIMITS)) == '{"text":"café"}'.encode()
