@@ -170,7 +170,7 @@ def _cmd_local_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from model_build.benchmark import render_table, run_benchmark, save_results
+    from model_benchmark.benchmark import render_table, run_benchmark, save_results
 
     results = run_benchmark(
         args.models.split(","), args.variants.split(","), Path(args.out_dir), requests=args.requests, port=args.port
@@ -207,6 +207,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from model_build.cli import add_commands as add_build_commands
+    from model_validation.cli import add_commands as add_validation_commands
 
     parser = argparse.ArgumentParser(prog="clip-api", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     add_build_commands(commands)
+    add_validation_commands(commands)
 
     pipeline = commands.add_parser("pipeline", help="the model's SageMaker Pipeline: definition, upsert, start, run-local")
     pipeline.add_argument("action", choices=["definition", "upsert", "start", "run-local", "changed"])

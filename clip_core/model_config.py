@@ -51,7 +51,7 @@ class ServingSpec(_Strict):
 class ValidationSpec(_Strict):
     parity_min_cosine: dict[Variant, float]
     golden_min_cosine: float = 0.999
-    zero_shot_min_top1: float = 0.0  # a floor on top of the chance-derived threshold (model_build/evaluation.py)
+    zero_shot_min_top1: float = 0.0  # a floor on top of the chance-derived threshold (model_validation/evaluation.py)
     # The independent sanity checks pass when a model with no knowledge (chance) would reach their
     # score with at most this probability (binomial tail): thresholds from chance, not calibrated here.
     sanity_max_chance_probability: float = Field(default=0.001, gt=0, lt=0.5)

@@ -213,7 +213,7 @@ def send_examples(api_url: str, config: ModelConfig, log) -> None:
     import urllib.error
     import urllib.request
 
-    from model_build.probes import photographs
+    from model_validation.probes import photographs
 
     def post(payload: dict) -> tuple[int, bytes]:
         request = urllib.request.Request(f"{api_url}/{config.route}", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
@@ -263,7 +263,7 @@ def zero_shot_example(api_url: str, config: ModelConfig, weights: str, log) -> l
 
     import numpy as np
 
-    from model_build.probes import ZERO_SHOT_PROMPT, photographs, render_word
+    from model_validation.probes import ZERO_SHOT_PROMPT, photographs, render_word
 
     buffer = io.BytesIO()
     render_word("guitar").save(buffer, "PNG")

@@ -8,14 +8,16 @@ from pathlib import PurePosixPath
 MODEL_CONFIGS = "configs/models/"
 
 # Everything a change of which can change what any model's pipeline builds, validates or registers:
-# - what the processing image copies and runs (model_build/Dockerfile): the build and validation code (its
-#   package|validate verbs, model_build/cli.py), the serving code packaged into every artifact, the pipeline
+# - what the processing image copies and runs (model_build/Dockerfile): the build and validation code (their
+#   package|validate verbs, model_build/cli.py and model_validation/cli.py), the serving code packaged into
+#   every artifact, the pipeline
 #   definition, the foundation (the model-config schema, limits, names, the smoke-test cases format Validate
 #   writes: clip_core/), every config that is not one model's own (configs/open_clip/ architectures, anything
 #   shared beside configs/models/), and the install (pyproject.toml);
 # - the pinned base images both Dockerfiles build from (torch, onnxruntime's platform).
 BUILD_CODE = (
     "model_build/",
+    "model_validation/",
     "inference_code/",
     "pipeline/",
     "clip_core/",

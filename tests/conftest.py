@@ -91,14 +91,14 @@ def b32_reference(b32_config):
 
 @pytest.fixture(scope="session")
 def probe_texts():
-    from model_build.probes import probe_texts
+    from model_validation.probes import probe_texts
 
     return probe_texts()
 
 
 @pytest.fixture(scope="session")
 def probe_images():
-    from model_build.probes import probe_images
+    from model_validation.probes import probe_images
 
     return probe_images()
 

@@ -31,7 +31,7 @@ def train_standin_state(seed: int = 0, max_steps: int = 400) -> dict[str, torch.
     import open_clip
     from PIL import Image
 
-    from model_build.probes import SIMILARITY_TRIPLETS, ZERO_SHOT_PROMPT, ZERO_SHOT_WORDS, render_word, similarity_texts
+    from model_validation.probes import SIMILARITY_TRIPLETS, ZERO_SHOT_PROMPT, ZERO_SHOT_WORDS, render_word, similarity_texts
     from model_build.reference import OpenClipReference
     from model_build.weights import register_repo_architectures
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from clip_core.model_config import load_model_config
-from model_build.golden import GoldenReferences, first_use_golden_path
+from model_validation.golden import GoldenReferences, first_use_golden_path
 from model_build.package import package_model
 from model_build.progress import Progress
-from model_build.validate import validate_artifact
+from model_validation.validate import validate_artifact
 from model_build.weights import (
     WeightsDigestMismatch, WeightsSource, WeightsUnavailableError, build_model, fetch_pinned_file, pinned_file_path,
     pretrained_available,
@@ -37,7 +37,7 @@ def standin_state(request, tmp_path_factory):
     """Trained once per session, or kept in pytest's cache where it runs (CI runs with -p no:cacheprovider)."""
     import open_clip
 
-    key = hashlib.sha256((HERE / "standin_hub.py").read_bytes() + (HERE.parent.parent / "model_build" / "probes.py").read_bytes()
+    key = hashlib.sha256((HERE / "standin_hub.py").read_bytes() + (HERE.parent.parent / "model_validation" / "probes.py").read_bytes()
                          + torch.__version__.encode() + open_clip.__version__.encode()).hexdigest()[:16]
     cache = getattr(request.config, "cache", None)
     directory = Path(cache.mkdir("clip-standin")) if cache is not None else tmp_path_factory.mktemp("clip-standin")

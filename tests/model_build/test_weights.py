@@ -109,7 +109,7 @@ def test_released_b32_passes_the_gate(b32_config, tmp_path):
     committed golden references, sanity checks, parity. Run it to check an install on a networked machine."""
     from model_build.package import package_model
     from model_build.progress import Progress
-    from model_build.validate import validate_artifact
+    from model_validation.validate import validate_artifact
 
     artifact = package_model(b32_config, tmp_path, WeightsSource("pretrained"), variant="fp32", progress=Progress(4))
     result = validate_artifact(artifact.directory, b32_config)

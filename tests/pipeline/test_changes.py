@@ -37,7 +37,7 @@ def test_configs_of_models_without_a_pipeline_start_none():
     "path",
     ["README.md", "tests/pipeline/test_definition.py", "lambda/embedding_api/app.py", "promotion/state_machine.py",
      "promotion/clip-embedding-api-promotion.asl.json", "infra/templates.py", "infra/serving.yaml", "local_mode/up.py", "Makefile",
-     "buildspec.yml", "clip_api/cli.py", "promotion/smoke.py"],
+     "buildspec.yml", "clip_api/cli.py", "promotion/smoke.py", "model_benchmark/benchmark.py"],
 )
 def test_code_the_build_does_not_run_starts_no_pipeline(path):
     assert changed_models([path], SERVED) == []
@@ -48,6 +48,7 @@ def test_code_the_build_does_not_run_starts_no_pipeline(path):
     [
         "model_build/package.py",
         "model_build/Dockerfile",
+        "model_validation/validate.py",  # the gate the Validate step runs
         "inference_code/preprocess.py",  # packaged into every artifact
         "inference_code/requirements.lock",  # the runtime Package records and Validate runs
         "pipeline/definition.py",
@@ -56,7 +57,7 @@ def test_code_the_build_does_not_run_starts_no_pipeline(path):
         "configs/open_clip/clip-tiny.json",
         "configs/defaults.yaml",  # a config shared by the models (not one model's own)
         "configs/models/shared/limits.yaml",  # below configs/models/ but not a model's own file
-        "clip_core/smoke_cases.py",  # model_build/validate.py writes the smoke-test references in its format
+        "clip_core/smoke_cases.py",  # model_validation/validate.py writes the smoke-test references in its format
         "clip_core/limits.py",  # copied into every artifact's manifest and code
         "infra/base-images.json",  # the processing and serving base images (torch, Python)
         "pyproject.toml",
@@ -109,9 +110,9 @@ def _imported_files(file: Path) -> set[Path]:
 
 
 def test_every_module_the_build_code_imports_is_build_code():
-    """The pipeline's steps run model_build/, pipeline/ and inference_code/ (through model_build/cli.py's
-    package|validate): whatever they import from this repository changes what they build."""
-    todo = [p for d in ("model_build", "pipeline", "inference_code") for p in (REPO_ROOT / d).rglob("*.py")]
+    """The pipeline's steps run model_build/, model_validation/, pipeline/ and inference_code/ (through
+    pipeline/processing_entry.py's package|validate): whatever they import from this repository changes what they build."""
+    todo = [p for d in ("model_build", "model_validation", "pipeline", "inference_code") for p in (REPO_ROOT / d).rglob("*.py")]
     seen: set[Path] = set()
     while todo:
         file = todo.pop()

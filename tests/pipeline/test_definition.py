@@ -87,7 +87,7 @@ def json_get_paths(node) -> list[str]:
 
 
 def test_every_json_get_path_exists_in_a_real_evaluation_report(definition, tiny_fp32, tiny_config):
-    from model_build.validate import validate_artifact
+    from model_validation.validate import validate_artifact
 
     report = validate_artifact(tiny_fp32.directory, tiny_config).report
     paths = json_get_paths(definition)

@@ -88,7 +88,7 @@ def test_smoke_lambda_without_references(moto_aws):
 def test_validation_writes_smoke_references_that_open_clip_computes(tiny_fp32, tiny_config, tiny_reference, tmp_path):
     """The references Validate writes (what the packaged ONNX serving code answered) against an independent
     implementation: open_clip in torch fp32 eager on the same seeded weights, embedding the same requests."""
-    from model_build.validate import validate_artifact
+    from model_validation.validate import validate_artifact
 
     result = validate_artifact(tiny_fp32.directory, tiny_config)
     result.write(tmp_path / "evaluation.json")

@@ -64,7 +64,7 @@ def cpu_model() -> str:
 
 def sample_jpeg(size: tuple[int, int]) -> bytes:
     """A real photograph (scikit-image's astronaut) resized to `size`, as JPEG."""
-    from model_build.probes import photographs
+    from model_validation.probes import photographs
 
     photo = next(p for p in photographs() if p.name == "photo-astronaut.png")
     buffer = io.BytesIO()
@@ -159,7 +159,7 @@ def run_benchmark(model_ids: list[str], variants: list[str], out_dir: Path, requ
         config = load_model_config(model_id)
         for variant in variants:
             if variant == "baseline":
-                command = [sys.executable, "-m", "model_build.baseline_server", model_id, "--seed", str(seed)]
+                command = [sys.executable, "-m", "model_benchmark.baseline_server", model_id, "--seed", str(seed)]
             else:
                 artifact = out_dir / model_id / variant
                 if not _reusable(artifact / "artifact"):

@@ -4,7 +4,7 @@ The artifact is loaded through its own packaged code/inference.py (model_fn, inp
 predict_fn, output_fn, JSON in and out), not through this repository's copy of the serving code,
 so what is measured is what would be deployed. The reference is open_clip in torch fp32 eager
 mode on the same weights, rebuilt from the manifest and checked against its weights digest.
-Golden references come from `model_build.golden.choose_golden` (committed file, else first-use
+Golden references come from `model_validation.golden.choose_golden` (committed file, else first-use
 references of the verified pinned weights); the verdict names the case. Two sanity checks that do
 not depend on our own outputs (rendered-word zero-shot and text similarity, thresholds from chance)
 and a look at the served graphs' activation complete it.
@@ -30,10 +30,10 @@ from clip_core.smoke_cases import SMOKE_FILE
 from clip_core.smoke_cases import dumps as dump_smoke_cases
 from clip_core.smoke_cases import smoke_requests
 from inference_code.manifest import MANIFEST_FILE, Manifest, load_manifest, sha256_file, verify_files
-from model_build.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, chance_threshold, model_quality
-from model_build.golden import choose_golden, golden_path
-from model_build.parity import ModalityParity, measure_parity
-from model_build.probes import (
+from model_validation.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, chance_threshold, model_quality
+from model_validation.golden import choose_golden, golden_path
+from model_validation.parity import ModalityParity, measure_parity
+from model_validation.probes import (
     SIMILARITY_TRIPLETS,
     ZERO_SHOT_PROMPT,
     ZERO_SHOT_WORDS,

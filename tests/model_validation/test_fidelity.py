@@ -14,7 +14,7 @@ from PIL import Image
 
 from inference_code.embedder import ClipEmbedder
 from inference_code.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from model_build.parity import measure_parity
+from model_validation.parity import measure_parity
 
 FP32_MIN_COSINE = 0.99999
 INT8_MIN_COSINE = 0.998

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from model_build.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, decide, model_quality
+from model_validation.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, decide, model_quality
 
 FACTS = ArtifactFacts(
     model_id="clip-vit-b-32", version="abc", variant="int8", weights_source="pretrained", weights_sha256="f" * 64,

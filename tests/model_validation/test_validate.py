@@ -11,8 +11,8 @@ import torch
 
 from clip_api.cli import main
 from inference_code.manifest import MANIFEST_FILE, ArtifactIntegrityError, Manifest, load_manifest, sha256_file
-from model_build.golden import GoldenReferences, golden_path
-from model_build.validate import validate_artifact
+from model_validation.golden import GoldenReferences, golden_path
+from model_validation.validate import validate_artifact
 
 
 def reasons_of(result) -> list[str]:

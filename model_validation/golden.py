@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_core.paths import MODEL_CONFIGS_DIR
-from model_build.probes import ProbeImage
+from model_validation.probes import ProbeImage
 
 GOLDEN_FORMAT_VERSION = 1
 

@@ -1,7 +1,7 @@
 """The naive baseline the benchmark compares against: open_clip in torch fp32 eager mode, its own
 tokenizer and transform, behind the same /invocations contract. Not for production use.
 
-python -m model_build.baseline_server MODEL_ID [--seed N] [--port 8080]
+python -m model_benchmark.baseline_server MODEL_ID [--seed N] [--port 8080]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from model_build.benchmark import _reusable
+from model_benchmark.benchmark import _reusable
 
 
 def test_only_packages_this_code_would_serve_are_reused(tiny_fp32, tmp_path):
