@@ -2,10 +2,11 @@
 
 It walks the steps of the real definition JSON (the same one `upsert` sends to SageMaker) and
 evaluates its expressions (parameters, step properties, Std:Join, Std:JsonGet, execution
-variables). Processing steps run their container entrypoint and arguments as subprocesses, with
-/opt/ml/processing/... mapped under a work directory: inputs are downloaded from S3 into their
-LocalPath and outputs uploaded from theirs, as SageMaker does. Condition steps choose a branch,
-RegisterModel calls CreateModelPackage with the resolved request, Fail stops with its message.
+variables). Each step type has one handler (LocalPipelineRunner.STEP_HANDLERS). Processing steps
+run their container entrypoint and arguments as subprocesses, with /opt/ml/processing/... mapped
+under a work directory: inputs are downloaded from S3 into their LocalPath and outputs uploaded
+from theirs, as SageMaker does. Condition steps choose a branch, RegisterModel calls
+CreateModelPackage with the resolved request, Fail stops with its message.
 S3 and SageMaker are whatever endpoint boto3 is pointed at (moto in tests and local mode).
 """
 
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from clip_core.s3_uri import split_s3_uri
 
@@ -137,26 +139,40 @@ class LocalPipelineRunner:
     def _run_step(self, step: dict, result: LocalRunResult) -> None:
         kind, name = step["Type"], step["Name"]
         self.log(f"  step {name} ({kind})")
-        if kind == "Processing":
-            self._processing(step)
-            result.steps.append(StepRecord(name, kind, "Succeeded"))
-        elif kind == "Condition":
-            arguments = step["Arguments"]
-            outcome = all(self._condition(condition) for condition in arguments["Conditions"])
-            result.steps.append(StepRecord(name, kind, "Succeeded", f"outcome={str(outcome).lower()}"))
-            for branch_step in arguments["IfSteps" if outcome else "ElseSteps"]:
-                self._run_step(branch_step, result)
-        elif kind == "RegisterModel":
-            request = self.resolve(step["Arguments"])
-            arn = self.sagemaker.create_model_package(**request)["ModelPackageArn"]
-            result.model_package_arn = arn
-            result.steps.append(StepRecord(name, kind, "Succeeded", arn))
-        elif kind == "Fail":
-            message = self.resolve(step["Arguments"]["ErrorMessage"])
-            result.steps.append(StepRecord(name, kind, "Failed", message))
-            raise PipelineFailed(name, message)
-        else:
+        handler = self.STEP_HANDLERS.get(kind)
+        if handler is None:
             raise NotImplementedError(f"step type {kind} is not supported by the local runner")
+        handler(self, step, result)
+
+    def _run_processing(self, step: dict, result: LocalRunResult) -> None:
+        self._processing(step)
+        result.steps.append(StepRecord(step["Name"], step["Type"], "Succeeded"))
+
+    def _run_condition(self, step: dict, result: LocalRunResult) -> None:
+        arguments = step["Arguments"]
+        outcome = all(self._condition(condition) for condition in arguments["Conditions"])
+        result.steps.append(StepRecord(step["Name"], step["Type"], "Succeeded", f"outcome={str(outcome).lower()}"))
+        for branch_step in arguments["IfSteps" if outcome else "ElseSteps"]:
+            self._run_step(branch_step, result)
+
+    def _run_register_model(self, step: dict, result: LocalRunResult) -> None:
+        request = self.resolve(step["Arguments"])
+        arn = self.sagemaker.create_model_package(**request)["ModelPackageArn"]
+        result.model_package_arn = arn
+        result.steps.append(StepRecord(step["Name"], step["Type"], "Succeeded", arn))
+
+    def _run_fail(self, step: dict, result: LocalRunResult) -> None:
+        message = self.resolve(step["Arguments"]["ErrorMessage"])
+        result.steps.append(StepRecord(step["Name"], step["Type"], "Failed", message))
+        raise PipelineFailed(step["Name"], message)
+
+    # One handler per step type: supporting another type is adding its handler here.
+    STEP_HANDLERS: dict[str, Callable[[LocalPipelineRunner, dict, LocalRunResult], None]] = {
+        "Processing": _run_processing,
+        "Condition": _run_condition,
+        "RegisterModel": _run_register_model,
+        "Fail": _run_fail,
+    }
 
     def _condition(self, condition: dict) -> bool:
         kind = condition["Type"]

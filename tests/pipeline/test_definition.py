@@ -11,7 +11,7 @@ import pytest
 
 from inference_code.manifest import embedding_space
 from pipeline.definition import pipeline_definition
-from pipeline.local_runner import json_path
+from pipeline.local_runner import LocalPipelineRunner, json_path
 from pipeline.settings import PipelineSettings
 
 SETTINGS = PipelineSettings.from_env({"CLIP_API_REGION": "eu-west-1", "CLIP_API_ACCOUNT_ID": "111122223333"})
@@ -54,6 +54,16 @@ def test_steps_order_and_types(definition):
     assert steps["ValidationFailed"]["Type"] == "Fail"
     assert [s["Name"] for s in definition["Steps"][2]["Arguments"]["IfSteps"]] == ["Register-RegisterModel"]
     assert [s["Name"] for s in definition["Steps"][2]["Arguments"]["ElseSteps"]] == ["ValidationFailed"]
+
+
+def test_the_local_runner_has_a_handler_for_every_step_type_of_the_definition(definition):
+    assert {step["Type"] for step in steps_by_name(definition).values()} <= set(LocalPipelineRunner.STEP_HANDLERS)
+
+
+def test_the_local_runner_refuses_a_step_type_it_has_no_handler_for(tmp_path):
+    runner = LocalPipelineRunner({"Steps": [{"Name": "Notify", "Type": "Lambda"}]}, s3=None, sagemaker=None, workdir=tmp_path, log=lambda _: None)
+    with pytest.raises(NotImplementedError, match="step type Lambda is not supported"):
+        runner.run()
 
 
 def test_processing_steps_run_the_clip_api_entry_point(definition):
