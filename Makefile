@@ -7,11 +7,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install lint-tools test test-fast lint-infra demo bench aws-acceptance clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml inference_code/requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU machines here carry this build on local disk.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[build,aws,test]'
+	# The serving lock's pins are constraints: the tests run the onnxruntime, Pillow, numpy and uvicorn the
+	# serving image installs (tests/infra/test_supply_chain.py), whatever the registry released since.
+	sed -e '/--hash=/d' -e 's/ *\\$$//' inference_code/requirements.lock > $(VENV)/serving-constraints.txt
+	$(BIN)/pip install --quiet --constraint $(VENV)/serving-constraints.txt -e '.[build,aws,test]'
 	touch $@
 
 install: $(STAMP)
