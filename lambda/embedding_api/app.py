@@ -22,19 +22,17 @@ import traceback
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, runtime_config
 from embedding_api.errors import ApiError
 from embedding_api.image_header import ACCEPTED_FORMATS, read_header
 from embedding_api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from clip_core.limits import ServingLimits
 from clip_core.model_config import ModelConfig, load_all_model_configs, load_model_config
 from clip_core.names import CORS_ALLOW_ORIGIN_ENV, METRICS_NAMESPACE, METRICS_SERVICE, MODEL_ID_ENV, POINTER_TABLE, POINTER_TABLE_ENV, SERVED_MODELS_ENV
-from inference_code.contract import check_text, decode_attributes, decode_image
+from inference_code.contract import ParsedRequest, decode_attributes, encode_request, load_json, media_type, parse_payload
 from inference_code.errors import RequestError
 from promotion.pointer import SPACE_PATTERN
 
@@ -86,18 +84,22 @@ def too_deep() -> ApiError:
                     "whose values are strings or lists of strings (or, for /v1/embeddings, {\"image\": ...} objects)")
 
 
-def parse_request_json(text: str):
-    """The request body's JSON, parsed with bounded work: every way a client can make Python's json
-    fail (size, nesting, integer digits) is a 4xx with a stable code; malformed JSON stays a
-    JSONDecodeError, which the validation layer reports as `malformed_json`."""
-    size = len(text.encode("utf-8", errors="surrogatepass"))
-    if size > MAX_REQUEST_BYTES:
-        raise ApiError(413, "request_too_large", f"the request body is {size} bytes; the serverless payload limit is 4 MB "
-                       f"(at most {MAX_REQUEST_BYTES} bytes here): send images of at most about 3 MB, or fewer per batch")
+def request_too_large(size: int, max_bytes: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"the request body is {size} bytes; the serverless payload limit is 4 MB "
+                    f"(at most {max_bytes} bytes here): send images of at most about 3 MB, or fewer per batch")
+
+
+def parse_request_json(body: bytes | str):
+    """/v1/embeddings' JSON, parsed with bounded work (its size is checked before): every way a client can make
+    Python's json fail (nesting, integer digits, bytes that are not UTF-8) is a 4xx with a stable code."""
+    if not body.strip():
+        raise ApiError(400, "empty_body", "the request body is empty; send a JSON object such as {\"model\": \"b32\", \"input\": \"a dog\"}")
     try:
-        value = json.loads(text, parse_int=_parse_int)
+        value = json.loads(body, parse_int=_parse_int)
     except RecursionError:  # json.loads gives up about 1,000 levels down, after reading only those
         raise too_deep() from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
     if isinstance(value, (dict, list)) and json_nesting_exceeds(value):  # the same answer for 33 levels as for 100,000
         raise too_deep()
     return value
@@ -106,8 +108,9 @@ def parse_request_json(text: str):
 SPACE_HEADER = "X-Clip-Space"  # names the embedding space of a response, and pins one in a request
 _CORS = CORSConfig(allow_origin=_cors_origin, max_age=600, allow_headers=[SPACE_HEADER],
                    expose_headers=[SPACE_HEADER, "X-Clip-Model", "X-Clip-Version", "X-Clip-Truncated"]) if _cors_origin else None
-app = APIGatewayRestResolver(enable_validation=True, cors=_CORS,
-                             json_body_deserializer=parse_request_json)
+# Validation on: the generated spec documents each route's Pydantic body. Each route turns it off for itself and
+# reads its body once (request_body), so what it forwards is what it checked.
+app = APIGatewayRestResolver(enable_validation=True, cors=_CORS)
 
 
 class Clients:
@@ -203,33 +206,28 @@ def _request_error(error: RequestError) -> Response:
     return error_response(ApiError(error.status, error.code, error.message))
 
 
-@app.exception_handler(RequestUnsupportedContentType)
-def _content_type_error(error: RequestUnsupportedContentType) -> Response:
-    return error_response(ApiError(415, "unsupported_media_type", "send the request as Content-Type: application/json"))
-
-
-@app.exception_handler(RequestValidationError)
-def _validation_error(error: RequestValidationError) -> Response:
-    problems = error.errors()
+def invalid_body(problems: list) -> ApiError:
+    """A Pydantic validation failure of a body, as the public error codes name it."""
     kinds = {p.get("type") for p in problems}
-    if "json_invalid" in kinds:
-        return error_response(ApiError(400, "malformed_json", "the request body is not valid JSON"))
     code = "unknown_field" if "extra_forbidden" in kinds else "invalid_type" if kinds & {"string_type", "list_type", "model_type"} else "invalid_request"
     first = problems[0] if problems else {}
-    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
-    return error_response(ApiError(400, code, f"{where}: {first.get('msg', 'invalid request')}"))
+    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    return ApiError(400, code, f"{where}: {first.get('msg', 'invalid request')}")
 
 
-def _check_transport(limits: ServingLimits) -> None:
+def request_body() -> bytes:
+    """The request's body as the client sent it, decoded once (API Gateway base64-encodes a body it passes as
+    binary: isBase64Encoded), after its media type is checked."""
     event = app.current_event
-    media = (event.headers.get("content-type") or event.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if media != "application/json":
+    if media_type(event.headers.get("content-type") or event.headers.get("Content-Type")) != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the request as Content-Type: application/json")
     body = event.body or ""
-    size = len(base64.b64decode(body)) if event.is_base64_encoded else len(body.encode())
-    if size > limits.max_request_bytes:
-        raise ApiError(413, "request_too_large", f"the request body is {size} bytes; the serverless payload limit is 4 MB "
-                       f"(at most {limits.max_request_bytes} bytes here): send images of at most about 3 MB, or fewer per batch")
+    return base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8", "surrogatepass")
+
+
+def check_size(body: bytes, max_bytes: int) -> None:
+    if len(body) > max_bytes:
+        raise request_too_large(len(body), max_bytes)
 
 
 def check_image(data: bytes, where: str, config: ModelConfig) -> None:
@@ -256,23 +254,24 @@ def check_image(data: bytes, where: str, config: ModelConfig) -> None:
                        f"'{where}': the image is {width}x{height}; the aspect ratio may be at most {limits.max_aspect_ratio:g}:1")
 
 
-def _check_items(request: EmbeddingRequest, config: ModelConfig) -> int:
-    """The serving contract's own checks (sizes, emptiness, base64, image headers), so codes match the endpoint's."""
-    limits = config.serving.limits
-    values = getattr(request, request.field)
-    items = values if isinstance(values, list) else [values]
-    batch = isinstance(values, list)
-    if batch and not items:
-        raise ApiError(400, "empty_batch", f"'{request.field}' must hold at least one item")
-    if len(items) > limits.max_batch_size:
-        raise ApiError(413, "batch_too_large", f"'{request.field}' holds {len(items)} items; at most {limits.max_batch_size} are accepted")
-    for index, item in enumerate(items):
-        where = f"{request.field}[{index}]" if batch else request.field
-        if request.field.startswith("text"):
-            check_text(item, where, limits)
-        else:
-            check_image(decode_image(item, where, limits), where, config)
-    return len(items)
+def validated(payload: object, config: ModelConfig) -> ParsedRequest:
+    """The serving container's own checks of a request (inference_code.contract.parse_payload: sizes, emptiness,
+    types, base64, each image decoded once), then what the container would reject from each image's header."""
+    parsed = parse_payload(payload, config.serving.limits)
+    if parsed.kind == "image":
+        for index, data in enumerate(parsed.items):
+            check_image(data, f"images[{index}]" if parsed.batch else "image", config)
+    return parsed
+
+
+def body_space(payload: object) -> str | None:
+    """Takes the body's `space` out of it (the container's contract has none), so the contract checks the rest."""
+    if not isinstance(payload, dict):
+        return None
+    space = payload.pop("space", None)
+    if space is not None and not isinstance(space, str):
+        raise ApiError(400, "invalid_type", "space: Input should be a valid string")
+    return space
 
 
 @tracer.capture_method(capture_response=False)  # the response is the embedding: user-derived data stays out of X-Ray
@@ -316,18 +315,20 @@ def _served_headers(attributes: dict) -> dict:
 def _register_model_route(config: ModelConfig) -> None:
     limits = config.serving.limits
 
-    def embed(body: EmbeddingRequest):  # no return annotation: the schema is in responses=
+    def embed(body: EmbeddingRequest = None):  # `body` documents the request (the spec); the contract's parser reads it
         _set_model(config.model_id)
-        _check_transport(limits)
-        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(body, config))
-        space = _pinned_space(body.space)
-        # the container's contract has no `space`: a body that names one is sent without it
-        forwarded = body.model_dump_json(exclude_none=True, exclude={"space"}).encode() if body.space is not None else (app.current_event.body or "").encode()
-        result, attributes = _embed(config, forwarded, space)
+        raw = request_body()
+        check_size(raw, limits.max_request_bytes)
+        payload = load_json(raw)
+        named_space = body_space(payload)
+        parsed = validated(payload, config)
+        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(parsed.items))
+        space = _pinned_space(named_space)
+        result, attributes = _embed(config, encode_request(parsed), space)  # what was checked, never the raw body
         return Response(status_code=200, content_type="application/json", body=result.decode(), headers=_served_headers(attributes))
 
     embed.__name__ = f"embed_{config.route.replace('-', '_')}"
-    app.post(f"/{config.route}", summary=f"{config.description}: embeddings", responses={
+    app.post(f"/{config.route}", summary=f"{config.description}: embeddings", enable_validation=False, responses={
         200: {"description": "a unit-norm embedding (text, image) or a list of them (texts, images)", "headers": SERVED_HEADERS,
               "content": {"application/json": {"schema": {"oneOf": [
                   {"type": "array", "items": {"type": "number"}},
@@ -341,24 +342,31 @@ for _config in SERVED.values():
 
 
 @app.post("/v1/embeddings", summary="OpenAI-style embeddings (texts, or images as {\"image\": base64})",
+          enable_validation=False,
           responses={200: {"description": "embeddings, and the embedding space they live in", "headers": SERVED_HEADERS,
                            "content": {"application/json": {"model": OpenAIEmbeddingList}}}, **ERROR_RESPONSES})
-def openai_embeddings(body: OpenAIEmbeddingRequest):  # no return annotation: the schema is in responses=
-    config = BY_NAME.get(body.model)
+def openai_embeddings(body: OpenAIEmbeddingRequest = None):  # `body` documents the request (the spec); read below
+    raw = request_body()
+    check_size(raw, MAX_REQUEST_BYTES)  # the largest any served model takes: the model is named inside
+    payload = parse_request_json(raw)
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_request", "the request body must be a JSON object")
+    try:
+        request = OpenAIEmbeddingRequest.model_validate(payload)
+    except ValidationError as error:
+        raise invalid_body(error.errors()) from None
+    config = BY_NAME.get(request.model)
     if config is None:
-        raise ApiError(400, "unknown_model", f"unknown model {body.model!r}; available: {sorted(SERVED)}")
+        raise ApiError(400, "unknown_model", f"unknown model {request.model!r}; available: {sorted(SERVED)}")
     _set_model(config.model_id)
-    limits = config.serving.limits
-    _check_transport(limits)
-    items = body.input if isinstance(body.input, list) else [body.input]
+    check_size(raw, config.serving.limits.max_request_bytes)
+    items = request.input if isinstance(request.input, list) else [request.input]
     if not items:
         raise ApiError(400, "empty_batch", "'input' must hold at least one item")
-    if all(isinstance(item, str) for item in items):
-        request = EmbeddingRequest(texts=items)
-    else:
-        request = EmbeddingRequest(images=[item.image for item in items])
-    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_check_items(request, config))
-    result, attributes = _embed(config, request.model_dump_json(exclude_none=True).encode(), _pinned_space(body.space))
+    texts = all(isinstance(item, str) for item in items)
+    parsed = validated({"texts": items} if texts else {"images": [item.image for item in items]}, config)
+    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(parsed.items))
+    result, attributes = _embed(config, encode_request(parsed), _pinned_space(request.space))
     vectors = json.loads(result)
     answer = OpenAIEmbeddingList(data=[EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors)], model=config.model_id,
                                  space=attributes.get("space", ""))
@@ -411,5 +419,6 @@ def openapi_spec() -> dict:
     for operation in (path.get("post") for path in spec["paths"].values()):
         if operation is not None:
             operation.setdefault("parameters", []).append(pin)
+            operation["requestBody"]["required"] = True  # the routes read their bodies themselves, so their parameters are optional
     spec["security"] = [{"apiKey": []}]
     return spec

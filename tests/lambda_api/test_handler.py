@@ -15,8 +15,9 @@ ATTRIBUTES = "model=clip-vit-b-32;version=abc123def456;variant=int8;truncated=no
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 
 
-def expect_invoke(stub, endpoint: str, body: dict, answer=VECTOR, attributes: str = ATTRIBUTES, compact: bool = False):
-    raw = json.dumps(body, separators=(",", ":") if compact else None).encode()
+def expect_invoke(stub, endpoint: str, body: dict, answer=VECTOR, attributes: str = ATTRIBUTES):
+    """The endpoint is sent `body` in the contract's canonical encoding (compact, UTF-8), whatever the client's spelling."""
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     stub.add_response(
         "invoke_endpoint",
         {"Body": endpoint_body(answer), "ContentType": "application/json", "CustomAttributes": attributes},
@@ -193,13 +194,13 @@ def test_an_unreadable_pointer_table_keeps_the_last_endpoint_or_answers_503(api,
 
 def test_openai_style_texts_and_images(api):
     module, runtime, set_pointer = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a dog", "a cat"]}, answer=[VECTOR, VECTOR], compact=True)
+    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a dog", "a cat"]}, answer=[VECTOR, VECTOR])
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "clip-vit-b-32", "input": ["a dog", "a cat"]}))
     assert status == 200 and body["object"] == "list" and body["model"] == "clip-vit-b-32"
     assert [item["index"] for item in body["data"]] == [0, 1] and body["data"][0]["embedding"] == VECTOR
     # another model: its endpoint comes from that model's serving pointer
     set_pointer("clip-vit-l-14", "clip-clip-vit-l-14-v2", version=2)
-    expect_invoke(runtime, "clip-clip-vit-l-14-v2", {"images": [PNG]}, answer=[VECTOR], compact=True)
+    expect_invoke(runtime, "clip-clip-vit-l-14-v2", {"images": [PNG]}, answer=[VECTOR])
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "l14", "input": {"image": PNG}}))
     assert status == 200 and body["model"] == "clip-vit-l-14" and len(body["data"]) == 1
 

@@ -36,7 +36,7 @@ def test_the_model_route_returns_the_manifests_space(api, container_answer, tiny
 def test_v1_embeddings_returns_the_space_in_its_body_and_header(api, container_answer, tiny_fp32):
     module, runtime, _ = api
     vectors, attributes = container_answer
-    expect_invoke(runtime, ENDPOINT, {"texts": ["a dog"]}, answer=vectors, attributes=attributes, compact=True)
+    expect_invoke(runtime, ENDPOINT, {"texts": ["a dog"]}, answer=vectors, attributes=attributes)
     status, headers, body = call(module, api_event("/v1/embeddings", {"model": "b32", "input": ["a dog"]}))
     assert status == 200 and body["data"][0]["embedding"] == vectors[0]
     assert body["space"] == headers["x-clip-space"] == tiny_fp32.manifest.space
@@ -46,7 +46,7 @@ def test_v1_embeddings_returns_the_space_in_its_body_and_header(api, container_a
 def test_an_error_after_the_endpoint_answered_names_the_space_and_one_before_does_not(api, container_answer, tiny_fp32):
     module, runtime, _ = api
     _, attributes = container_answer
-    expect_invoke(runtime, ENDPOINT, {"texts": ["a dog"]}, answer="not a list of vectors", attributes=attributes, compact=True)
+    expect_invoke(runtime, ENDPOINT, {"texts": ["a dog"]}, answer="not a list of vectors", attributes=attributes)
     status, headers, body = call(module, api_event("/v1/embeddings", {"model": "b32", "input": ["a dog"]}))
     assert status == 500 and body["error"]["code"] == "internal_error"
     assert headers["x-clip-space"] == tiny_fp32.manifest.space

@@ -37,9 +37,9 @@ def pinned(body: dict, space: str | None = None, path: str = "/b32") -> dict:
 SPACE_OF = {STABLE: B, OLD: A}
 
 
-def answering(runtime, endpoint: str, body: dict, compact: bool = False):
+def answering(runtime, endpoint: str, body: dict):
     """The endpoint answers as its container does: naming its own space."""
-    expect_invoke(runtime, endpoint, body, compact=compact, attributes=f"model=clip-vit-b-32;version=v;variant=int8;space={SPACE_OF[endpoint]};truncated=none")
+    expect_invoke(runtime, endpoint, body, attributes=f"model=clip-vit-b-32;version=v;variant=int8;space={SPACE_OF[endpoint]};truncated=none")
 
 
 def test_a_pinned_request_answered_in_another_space_is_a_502_not_vectors(adopted):
@@ -58,7 +58,7 @@ def test_an_unpinned_request_goes_to_the_stable_endpoint(adopted):
 @pytest.mark.parametrize("how", ["header", "body", "both"])
 def test_a_request_pinning_the_old_space_is_answered_by_its_endpoint(adopted, how):
     module, runtime = adopted
-    answering(runtime, OLD, {"text": "a dog"}, compact=how != "header")  # a body's `space` is not sent to the container
+    answering(runtime, OLD, {"text": "a dog"})  # a body's `space` is not sent to the container
     body = {"text": "a dog", **({"space": A} if how != "header" else {})}
     assert call(module, pinned(body, A if how != "body" else None))[0] == 200
 
@@ -67,7 +67,7 @@ def test_pinning_the_stable_space_is_the_stable_endpoint_and_v1_embeddings_pins_
     module, runtime = adopted
     answering(runtime, STABLE, {"text": "a dog"})
     assert call(module, pinned({"text": "a dog"}, B))[0] == 200
-    expect_invoke(runtime, OLD, {"texts": ["a dog"]}, answer=[[1.0, 0.0]], compact=True,
+    expect_invoke(runtime, OLD, {"texts": ["a dog"]}, answer=[[1.0, 0.0]],
                   attributes=f"model=clip-vit-b-32;version=v;variant=int8;space={A};truncated=none")
     status, _, body = call(module, pinned({"model": "b32", "input": ["a dog"], "space": A}, path="/v1/embeddings"))
     assert status == 200 and body["data"][0]["embedding"] == [1.0, 0.0]
