@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 
 from infra import images
 from infra.deploy import LAMBDA_LOCK, vendor_command
-from infra.templates import IMAGE_REPOSITORIES, cicd_template
+from infra.stacks.cicd import IMAGE_REPOSITORIES, cicd_template
 from tests.conftest import REPO_ROOT
 
 DIGEST_A, DIGEST_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -158,3 +158,11 @@ def test_the_buildspec_builds_from_locked_digests_and_registers_pushed_digests()
         assert re.search(rf"export {variable}=\$\(\.venv/bin/python -m infra\.images pushed {repository} \$GIT_COMMIT\) && test -n", build)
         assert build.index(f"export {variable}=") < build.index("clip-api deploy\n")
     assert "$GIT_COMMIT" in build and ":latest" not in build
+
+
+def test_the_build_context_leaves_out_environments_and_the_configs_link():
+    """`docker build .` sends the context: virtual environments and .git would make it gigabytes, and
+    clip_core/configs is a link to ../configs that the processing image replaces with a copy."""
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", ".venv-*", "clip_core/configs"} <= ignored
+    assert "COPY configs ./clip_core/configs" in (REPO_ROOT / "model_build" / "Dockerfile").read_text()
