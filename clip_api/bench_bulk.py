@@ -253,8 +253,8 @@ def default_artifact(model_id: str, variant: str, out_dir: Path, log=print) -> P
     if not (directory / "artifact" / "manifest.json").is_file():
         from clip_core.model_config import load_model_config
         from model_build.package import package_model
-        from model_build.weights import WeightsSource
+        from model_build.weights_source import RANDOM_INIT, WeightsSource
 
         log(f"packaging {model_id} {variant} (random init) into {directory} ...")
-        package_model(load_model_config(model_id), directory, WeightsSource("random"), variant=variant, seed=0)
+        package_model(load_model_config(model_id), directory, WeightsSource(RANDOM_INIT), variant=variant, seed=0)
     return directory / "artifact"

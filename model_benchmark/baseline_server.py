@@ -20,12 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from clip_core.model_config import load_model_config
-from model_build.weights import WeightsSource, build_model
+from model_build.weights import build_model
+from model_build.weights_source import RANDOM_INIT, WeightsSource
 
 
 def create_app(model_id: str, seed: int) -> Starlette:
     config = load_model_config(model_id)
-    built = build_model(config, WeightsSource("random"), seed=seed)
+    built = build_model(config, WeightsSource(RANDOM_INIT), seed=seed)
     model = built.model
     tokenizer = open_clip.get_tokenizer(built.architecture)
     from model_build.reference import OpenClipReference

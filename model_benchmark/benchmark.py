@@ -152,7 +152,7 @@ def _reusable(artifact_dir: Path) -> bool:
 def run_benchmark(model_ids: list[str], variants: list[str], out_dir: Path, requests: int = 20, batches=(8, 32), port: int = 18080, seed: int = 0) -> list[VariantResult]:
     from clip_core.model_config import load_model_config
     from model_build.package import package_model
-    from model_build.weights import WeightsSource
+    from model_build.weights_source import RANDOM_INIT, WeightsSource
 
     results = []
     for model_id in model_ids:
@@ -165,7 +165,7 @@ def run_benchmark(model_ids: list[str], variants: list[str], out_dir: Path, requ
                 if not _reusable(artifact / "artifact"):
                     print(f"packaging {model_id} {variant} (random init) ...", file=sys.stderr, flush=True)
                     shutil.rmtree(artifact, ignore_errors=True)
-                    package_model(config, artifact, WeightsSource("random"), variant=variant, seed=seed)
+                    package_model(config, artifact, WeightsSource(RANDOM_INIT), variant=variant, seed=seed)
                 command = [sys.executable, "-m", "inference_code", "serve", "--host", "127.0.0.1", "--model-dir", str(artifact / "artifact")]
             print(f"measuring {model_id} {variant} ...", file=sys.stderr, flush=True)
             results.append(measure(model_id, variant, command, port, requests, batches))

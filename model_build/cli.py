@@ -13,7 +13,8 @@ from pathlib import Path
 def _cmd_package(args: argparse.Namespace) -> int:
     from clip_core.model_config import load_model_config
     from model_build.package import describe, package_model
-    from model_build.weights import WeightsSource, WeightsUnavailableError
+    from model_build.weights import WeightsUnavailableError
+    from model_build.weights_source import WeightsSource
 
     config = load_model_config(args.model_id)
     try:
@@ -45,9 +46,9 @@ def add_commands(commands) -> None:
     package.add_argument(
         "--weights",
         default="pretrained",
-        help="pretrained (the config's open_clip tag), random (seeded, demo only), or a checkpoint PATH / s3:// URI",
+        help="pretrained (the config's open_clip tag), random-init (seeded, demo only; also: random), or a checkpoint PATH / s3:// URI",
     )
-    package.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+    package.add_argument("--seed", type=int, default=0, help="seed for --weights random-init")
     package.add_argument("--variant", choices=["fp32", "int8"], help="default: the config's serving variant")
     package.add_argument("--architecture", help="override the open_clip architecture (experiments only)")
     package.add_argument("--tarball-only", action="store_true", help="keep only model.tar.gz and manifest.json in --out")

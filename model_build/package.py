@@ -35,7 +35,8 @@ from inference_code.manifest import (
     sha256_file,
 )
 from model_build.progress import Progress
-from model_build.weights import WeightsSource, build_model
+from model_build.weights import build_model
+from model_build.weights_source import WeightsSource
 
 ARTIFACT_FILE = "model.tar.gz"
 SERVING_PACKAGE_DIR = Path(inference_code.__file__).parent

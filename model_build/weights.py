@@ -6,7 +6,8 @@ Sources (the `--weights` option):
                   (~/.cache/clip, as OpenAI's clip.load and open_clip use; CLIP_API_WEIGHTS_CACHE moves
                   it) with a progress bar, resumed after an interruption, and refused unless its sha256
                   is the pinned one
-  random          seeded random init: real architecture, meaningless embeddings (tests, demo)
+  random-init     seeded random init: real architecture, meaningless embeddings (tests, demo); `random` also
+                  accepted (the vocabulary: model_build/weights_source.py)
   PATH | s3://... an open_clip state-dict checkpoint (.pt, .bin or .safetensors)
 Unreachable weights raise WeightsUnavailableError naming the alternatives; there is never a
 silent fallback to another source.
@@ -33,9 +34,9 @@ from clip_core.model_config import ModelConfig, PinnedWeightsFile
 from clip_core.paths import OPEN_CLIP_CONFIGS_DIR
 from clip_core.s3_uri import split_s3_uri
 from inference_code.manifest import PreprocessInfo, WeightsInfo, sha256_file
+from model_build.weights_source import PRETRAINED, RANDOM_INIT, WeightsSource
 
 logger = logging.getLogger(__name__)
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -44,23 +45,6 @@ class WeightsUnavailableError(RuntimeError):
 
 class WeightsDigestMismatch(WeightsUnavailableError):
     """A downloaded weights file is not the file the config pins: it is deleted, never loaded."""
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    kind: str  # "pretrained" | "random" | "checkpoint"
-    location: str | None = None
-
-    @classmethod
-    def parse(cls, value: str) -> "WeightsSource":
-        if value in ("pretrained", "random"):
-            return cls(value)
-        if value.startswith("s3://") or value.endswith(_CHECKPOINT_SUFFIXES) or os.path.exists(value):
-            return cls("checkpoint", value)
-        raise ValueError(f"--weights must be 'pretrained', 'random', or a checkpoint path/s3:// URI ({', '.join(_CHECKPOINT_SUFFIXES)}); got {value!r}")
-
-    def __str__(self) -> str:
-        return self.location if self.kind == "checkpoint" else self.kind
 
 
 @dataclass
@@ -233,8 +217,8 @@ def _pinned_pretrained_file(config: ModelConfig, architecture: str, tag: str, ca
             f"the pretrained weights {architecture}/{tag} could not be downloaded or found in the cache ({error}). "
             f"Alternatives: run where {urllib.parse.urlparse(pin.url).netloc} is reachable, or put the pinned file "
             f"(sha256 {pin.sha256}) at {pinned_file_path(pin, cache_dir)} (CLIP_API_WEIGHTS_CACHE moves the cache); "
-            "pass --weights PATH or --weights s3://bucket/key with an open_clip checkpoint, or --weights random for a "
-            "demo-only random-init artifact."
+            "pass --weights PATH or --weights s3://bucket/key with an open_clip checkpoint, or --weights random-init for a "
+            "demo-only artifact."
         ) from None
 
 
@@ -250,27 +234,24 @@ def build_model(
     architecture = architecture or config.open_clip.architecture
     tag = config.open_clip.pretrained
     extra: dict = {}
-    if source.kind == "random":
+    if source.kind == RANDOM_INIT:
         torch.manual_seed(seed)
         model = open_clip.create_model(architecture, pretrained=None)
         extra = {"seed": seed}
-        kind = "random-init"
-    elif source.kind == "pretrained":
+    elif source.kind == PRETRAINED:
         if not tag:
-            raise WeightsUnavailableError(f"{config.model_id} has no pretrained tag; use --weights random or a checkpoint path")
+            raise WeightsUnavailableError(f"{config.model_id} has no pretrained tag; use --weights random-init or a checkpoint path")
         path, pin = _pinned_pretrained_file(config, architecture, tag, cache_dir)
         model = open_clip.create_model(architecture, pretrained=None)
         load_pinned_weights(model, path, pin)
         extra = {"pretrained_tag": tag, "checkpoint": pin.url, "checkpoint_sha256": pin.sha256}
-        kind = "pretrained"
     else:
         location = source.location or ""
         path = fetch_s3_checkpoint(location) if location.startswith("s3://") else Path(location)
         if not Path(path).is_file():
-            raise WeightsUnavailableError(f"checkpoint {location} does not exist; use --weights pretrained or --weights random")
+            raise WeightsUnavailableError(f"checkpoint {location} does not exist; use --weights pretrained or --weights random-init")
         model = open_clip.create_model(architecture, pretrained=str(path))
         extra = {"checkpoint": location, "checkpoint_sha256": sha256_file(path)}
-        kind = "checkpoint"
     model.eval()
     quick_gelu = uses_quick_gelu(model)
     if architecture == config.open_clip.architecture and trained_with_quick_gelu(config) and not quick_gelu:
@@ -284,7 +265,7 @@ def build_model(
         interpolation=cfg["interpolation"],
         resize_mode=cfg["resize_mode"],
     )
-    weights = WeightsInfo(source=kind, sha256=state_dict_sha256(model), **extra)
+    weights = WeightsInfo(source=source.kind, sha256=state_dict_sha256(model), **extra)
     return BuiltModel(model, architecture, weights, preprocess, int(model.context_length), quick_gelu)
 
 

@@ -34,7 +34,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_references(args: argparse.Namespace) -> int:
     from clip_core.model_config import load_model_config
     from model_build.reference import OpenClipReference
-    from model_build.weights import WeightsSource, WeightsUnavailableError, build_model
+    from model_build.weights import WeightsUnavailableError, build_model
+    from model_build.weights_source import WeightsSource
     from model_validation.golden import compute_golden, golden_path
     from model_validation.probes import probe_images, probe_texts
 
@@ -63,7 +64,7 @@ def add_commands(commands) -> None:
 
     references = commands.add_parser("references", help="compute golden reference embeddings of a model's weights")
     references.add_argument("model_id")
-    references.add_argument("--weights", default="pretrained", help="pretrained (default), random, or a checkpoint")
+    references.add_argument("--weights", default="pretrained", help="pretrained (default), random-init (also: random), or a checkpoint")
     references.add_argument("--seed", type=int, default=0)
     references.add_argument("--out", help="default: configs/models/<model_id>.golden.npz")
     references.set_defaults(func=_cmd_references)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from model_build.weights_source import RANDOM_INIT
+
 REPORT_SCHEMA_VERSION = 1
 MAX_NORM_ERROR = 1e-3
 
@@ -63,7 +65,7 @@ class ArtifactFacts:
     model_id: str
     version: str
     variant: str
-    weights_source: str  # pretrained | checkpoint | random-init
+    weights_source: str  # one of model_build.weights_source.KINDS
     weights_sha256: str
     architecture: str
     expected_architecture: str
@@ -140,9 +142,9 @@ def decide(facts: ArtifactFacts, metrics: Metrics, thresholds: Thresholds) -> li
             f"golden: min cosine {metrics.golden_min_cosine:.6f} < {thresholds.golden_min_cosine}: "
             f"embeddings differ from the {facts.golden_case} reference embeddings of the expected weights"
         )
-    if facts.weights_source == "random-init" and not thresholds.allow_random_init:
+    if facts.weights_source == RANDOM_INIT and not thresholds.allow_random_init:
         reasons.append("weights are random-init and the model config does not allow it (demo/test configs only)")
-    if facts.weights_source != "random-init":
+    if facts.weights_source != RANDOM_INIT:
         if not facts.has_golden and not facts.golden_stale:
             reasons.append(
                 "no golden reference embeddings for these weights: first-use references are made only from the file the "

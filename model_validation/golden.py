@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_core.paths import MODEL_CONFIGS_DIR
+from model_build.weights_source import PRETRAINED, RANDOM_INIT
 from model_validation.probes import ProbeImage
 
 GOLDEN_FORMAT_VERSION = 1
@@ -127,7 +128,7 @@ def choose_golden(config, built, reference, texts: list[str], images: list[Probe
         golden = GoldenReferences.load(committed)
         made = golden.metadata.get("open_clip_version", "?")
         recorded = golden.metadata.get("weights_sha256")
-        if built.weights.source == "random-init" and recorded and recorded != built.weights.sha256:
+        if built.weights.source == RANDOM_INIT and recorded and recorded != built.weights.sha256:
             # Another seed is other weights chosen on purpose (another embedding space, issue 17), not weights
             # loaded wrongly: the file pins only the weights it was made from. Checkpoints stay held to it.
             return GoldenChoice(None, "none", f"the committed golden file {committed.name} is of other random-init weights "
@@ -135,7 +136,7 @@ def choose_golden(config, built, reference, texts: list[str], images: list[Probe
         stale = golden.metadata["probe_set_sha256"] != probe_digest
         return GoldenChoice(golden, "committed", f"committed golden file {committed.name} (open_clip {made})", committed, stale)
     pin = config.open_clip.weights_file
-    if built.weights.source != "pretrained" or pin is None or built.weights.checkpoint_sha256 != pin.sha256:
+    if built.weights.source != PRETRAINED or pin is None or built.weights.checkpoint_sha256 != pin.sha256:
         return GoldenChoice(None, "none", "no committed golden file, and the weights are not the config's pinned file: no first-use references")
     path = first_use_golden_path(config.model_id, pin.sha256, store_dir)
     if path.is_file():

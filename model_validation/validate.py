@@ -30,6 +30,9 @@ from clip_core.smoke_cases import SMOKE_FILE
 from clip_core.smoke_cases import dumps as dump_smoke_cases
 from clip_core.smoke_cases import smoke_requests
 from inference_code.manifest import MANIFEST_FILE, Manifest, load_manifest, sha256_file, verify_files
+from model_build.reference import OpenClipReference, cosine_rows
+from model_build.weights import trained_with_quick_gelu
+from model_build.weights_source import WeightsSource, canonical_kind
 from model_validation.evaluation import ArtifactFacts, Metrics, Thresholds, build_report, chance_threshold, model_quality
 from model_validation.golden import choose_golden, golden_path
 from model_validation.parity import ModalityParity, measure_parity
@@ -42,8 +45,6 @@ from model_validation.probes import (
     probe_texts,
     similarity_texts,
 )
-from model_build.reference import OpenClipReference, cosine_rows
-from model_build.weights import trained_with_quick_gelu
 
 _SERVING_MODULES = ("inference", "inference_code", "clip_core")
 
@@ -125,16 +126,10 @@ class ValidationResult:
 
 def rebuild_reference(manifest: Manifest, config: ModelConfig):
     """open_clip with the artifact's weights and the *config's* architecture."""
-    from model_build.weights import WeightsSource, build_model
+    from model_build.weights import build_model
 
     weights = manifest.weights
-    if weights.source == "random-init":
-        source = WeightsSource("random")
-    elif weights.source == "pretrained":
-        source = WeightsSource("pretrained")
-    else:
-        source = WeightsSource("checkpoint", weights.checkpoint)
-    built = build_model(config, source, seed=weights.seed or 0)
+    built = build_model(config, WeightsSource.recorded(weights.source, weights.checkpoint), seed=weights.seed or 0)
     return built, OpenClipReference(built.model, built.architecture)
 
 
@@ -283,7 +278,7 @@ def _facts(manifest: Manifest, config: ModelConfig, **measured) -> ArtifactFacts
         model_id=manifest.model_id,
         version=manifest.version,
         variant=manifest.variant,
-        weights_source=manifest.weights.source,
+        weights_source=canonical_kind(manifest.weights.source),
         weights_sha256=manifest.weights.sha256,
         architecture=manifest.architecture,
         expected_architecture=config.open_clip.architecture,

@@ -65,7 +65,7 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
     variant = ParameterString("Variant", default_value=config.serving.variant)
     instance_type = ParameterString("ProcessingInstanceType", default_value=settings.processing_instance_type)
     git_commit = ParameterString("GitCommit", default_value="unknown")
-    # Only with WeightsSource=random (demos, tests): another seed is other weights, another embedding space.
+    # Only with WeightsSource=random-init (or random; demos, tests): another seed is other weights, another embedding space.
     seed = ParameterString("RandomInitSeed", default_value="0")
 
     def run_uri(leaf: str) -> Join:

@@ -36,11 +36,11 @@ def b32_config():
 def _package(tmp_path_factory, config, variant, seed=0, architecture=None, name=None):
     from model_build.package import package_model
     from model_build.progress import Progress
-    from model_build.weights import WeightsSource
+    from model_build.weights_source import RANDOM_INIT, WeightsSource
 
     out = tmp_path_factory.mktemp(name or f"{config.model_id}-{variant}")
     return package_model(
-        config, out, WeightsSource("random"), variant=variant, seed=seed, architecture=architecture,
+        config, out, WeightsSource(RANDOM_INIT), variant=variant, seed=seed, architecture=architecture,
         progress=Progress(5, enabled=False),
     )
 
@@ -73,9 +73,10 @@ def b32_int8(package_random, b32_config):
 
 def _reference(config, seed=0):
     from model_build.reference import OpenClipReference
-    from model_build.weights import WeightsSource, build_model
+    from model_build.weights import build_model
+    from model_build.weights_source import RANDOM_INIT, WeightsSource
 
-    built = build_model(config, WeightsSource("random"), seed=seed)
+    built = build_model(config, WeightsSource(RANDOM_INIT), seed=seed)
     return OpenClipReference(built.model, built.architecture)
 
 

@@ -75,12 +75,12 @@ def strict_server(tmp_path_factory, tiny_config):
     from inference_code.server import ServerSettings, create_app, load_service, uvicorn_config
     from model_build.package import package_model
     from model_build.progress import Progress
-    from model_build.weights import WeightsSource
+    from model_build.weights_source import RANDOM_INIT, WeightsSource
     from tests.conftest import free_port, wait_for_http
 
     limits = ServingLimits(max_jpeg_scans=3, max_request_pixels=2 * 300 * 200, max_pending_requests=1, header_timeout_s=0.5)
     config = tiny_config.model_copy(update={"serving": tiny_config.serving.model_copy(update={"limits": limits})})
-    result = package_model(config, tmp_path_factory.mktemp("strict"), WeightsSource("random"), variant="fp32", progress=Progress(5, enabled=False))
+    result = package_model(config, tmp_path_factory.mktemp("strict"), WeightsSource(RANDOM_INIT), variant="fp32", progress=Progress(5, enabled=False))
     assert result.manifest.limits == limits.as_dict()  # the config's values, all of them, in the manifest
     service = load_service(result.directory)
     settings = ServerSettings.from_limits(service.manifest.limits)

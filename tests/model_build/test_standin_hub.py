@@ -133,7 +133,7 @@ def test_unreachable_or_offline_weights_fail_naming_the_alternatives(standin, ca
     unreachable = pinned(standin.config, f"http://127.0.0.1:{free_port()}/clip/models/{standin.sha}/{ARCHIVE_NAME}", standin.sha)
     with pytest.raises(WeightsUnavailableError) as caught:
         build_model(unreachable, WeightsSource("pretrained"))
-    for text in ("could not be downloaded", str(pinned_file_path(unreachable.open_clip.weights_file)), "--weights random", "s3://"):
+    for text in ("could not be downloaded", str(pinned_file_path(unreachable.open_clip.weights_file)), "--weights random-init", "s3://"):
         assert text in str(caught.value)
     assert pretrained_available(unreachable)[0] is False
     monkeypatch.setenv("CLIP_API_OFFLINE", "1")

@@ -5,16 +5,30 @@ import open_clip
 import pytest
 import torch
 
-from model_build.weights import WeightsSource, WeightsUnavailableError, build_model, uses_quick_gelu
+from model_build.weights import WeightsUnavailableError, build_model, uses_quick_gelu
+from model_build.weights_source import CHECKPOINT, PRETRAINED, RANDOM_INIT, WeightsSource
 
 
 def test_weights_source_parsing(tmp_path):
-    assert WeightsSource.parse("pretrained") == WeightsSource("pretrained")
-    assert WeightsSource.parse("random") == WeightsSource("random")
-    assert WeightsSource.parse("s3://bucket/clip.safetensors") == WeightsSource("checkpoint", "s3://bucket/clip.safetensors")
-    assert WeightsSource.parse("/models/clip.pt").kind == "checkpoint"
+    assert WeightsSource.parse("pretrained") == WeightsSource(PRETRAINED)
+    assert WeightsSource.parse("random-init") == WeightsSource(RANDOM_INIT)
+    assert WeightsSource.parse("random") == WeightsSource(RANDOM_INIT)  # the earlier spelling, still typed and passed as a pipeline parameter
+    assert WeightsSource.parse("s3://bucket/clip.safetensors") == WeightsSource(CHECKPOINT, "s3://bucket/clip.safetensors")
+    assert WeightsSource.parse("/models/clip.pt").kind == CHECKPOINT
     with pytest.raises(ValueError, match="pretrained"):
         WeightsSource.parse("openai-please")
+
+
+def test_one_vocabulary_in_code_and_manifests():
+    """Code names a source by the manifest's words; what a manifest records is read back in either spelling."""
+    assert RANDOM_INIT == "random-init"  # what every existing artifact's manifest records
+    with pytest.raises(ValueError, match="not one of"):
+        WeightsSource("random")
+    assert WeightsSource.recorded("random-init", None) == WeightsSource.recorded("random", None) == WeightsSource(RANDOM_INIT)
+    assert WeightsSource.recorded("pretrained", "https://example.com/clip.pt") == WeightsSource(PRETRAINED)
+    assert WeightsSource.recorded("checkpoint", "s3://bucket/clip.pt") == WeightsSource(CHECKPOINT, "s3://bucket/clip.pt")
+    with pytest.raises(ValueError, match="unknown weights source"):
+        WeightsSource.recorded("openai", None)
 
 
 def test_unreachable_pretrained_weights_fail_clearly_naming_alternatives(b32_config, offline_hub, monkeypatch, tmp_path):
@@ -24,7 +38,7 @@ def test_unreachable_pretrained_weights_fail_clearly_naming_alternatives(b32_con
         build_model(b32_config, WeightsSource("pretrained"), cache_dir=str(offline_hub))
     message = str(caught.value)
     assert "ViT-B-32-quickgelu/openai" in message
-    for alternative in ("--weights PATH", "s3://", "--weights random", "HF_HUB_OFFLINE", "CLIP_API_WEIGHTS_CACHE", b32_config.open_clip.weights_file.sha256):
+    for alternative in ("--weights PATH", "s3://", "--weights random-init", "HF_HUB_OFFLINE", "CLIP_API_WEIGHTS_CACHE", b32_config.open_clip.weights_file.sha256):
         assert alternative in message
 
 
@@ -40,7 +54,7 @@ def test_missing_checkpoint_is_a_clear_error(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_checkpoint_weights_are_loaded_and_identified(tiny_config, tmp_path, suffix):
-    random_init = build_model(tiny_config, WeightsSource("random"), seed=3)
+    random_init = build_model(tiny_config, WeightsSource(RANDOM_INIT), seed=3)
     path = tmp_path / f"clip-tiny{suffix}"
     state = {k: v.contiguous() for k, v in random_init.model.state_dict().items()}
     if suffix == ".safetensors":
@@ -53,13 +67,13 @@ def test_checkpoint_weights_are_loaded_and_identified(tiny_config, tmp_path, suf
     assert loaded.weights.source == "checkpoint"
     assert loaded.weights.sha256 == random_init.weights.sha256  # same tensors, same digest
     assert loaded.weights.checkpoint_sha256 and len(loaded.weights.checkpoint_sha256) == 64
-    other_seed = build_model(tiny_config, WeightsSource("random"), seed=4)
+    other_seed = build_model(tiny_config, WeightsSource(RANDOM_INIT), seed=4)
     assert other_seed.weights.sha256 != random_init.weights.sha256
 
 
 def test_random_init_is_deterministic_per_seed(tiny_config):
-    a = build_model(tiny_config, WeightsSource("random"), seed=7)
-    b = build_model(tiny_config, WeightsSource("random"), seed=7)
+    a = build_model(tiny_config, WeightsSource(RANDOM_INIT), seed=7)
+    b = build_model(tiny_config, WeightsSource(RANDOM_INIT), seed=7)
     assert a.weights.sha256 == b.weights.sha256 and a.weights.seed == 7
 
 
@@ -74,7 +88,7 @@ def test_served_architectures_use_quick_gelu(model_id):
     model_cfg = open_clip.get_model_config(config.open_clip.architecture)
     assert model_cfg["quick_gelu"] is True
     if model_id == "clip-tiny":
-        assert uses_quick_gelu(build_model(config, WeightsSource("random")).model)
+        assert uses_quick_gelu(build_model(config, WeightsSource(RANDOM_INIT)).model)
         plain = dict(model_cfg, quick_gelu=False)
         from open_clip.model import CLIP
 

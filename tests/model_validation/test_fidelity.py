@@ -95,9 +95,10 @@ def test_check_fails_for_gelu_instead_of_quick_gelu(package_random, tiny_config,
 
 
 def tiny_reference_weights_sha(config):
-    from model_build.weights import WeightsSource, build_model
+    from model_build.weights import build_model
+    from model_build.weights_source import RANDOM_INIT, WeightsSource
 
-    return build_model(config, WeightsSource("random"), seed=0).weights.sha256
+    return build_model(config, WeightsSource(RANDOM_INIT), seed=0).weights.sha256
 
 
 @pytest.mark.slow

@@ -56,9 +56,10 @@ def test_faithful_tiny_artifact_passes_with_golden_references(tiny_fp32, tiny_co
 def test_perturbed_weights_fail_the_golden_check(tiny_config, tmp_path, package_random):
     from model_build.package import package_model
     from model_build.progress import Progress
-    from model_build.weights import WeightsSource, build_model
+    from model_build.weights import build_model
+    from model_build.weights_source import RANDOM_INIT, WeightsSource
 
-    model = build_model(tiny_config, WeightsSource("random"), seed=0).model
+    model = build_model(tiny_config, WeightsSource(RANDOM_INIT), seed=0).model
     generator = torch.Generator().manual_seed(1)
     state = {k: v + 0.05 * torch.randn(v.shape, generator=generator) * v.std() if v.dtype.is_floating_point and v.numel() > 1 else v
              for k, v in model.state_dict().items()}
