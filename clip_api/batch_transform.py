@@ -33,7 +33,7 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 
 
 def _name(*parts: str) -> str:
-    from infra.templates import BATCH_NAME_PREFIX
+    from infra.stacks.serving_sagemaker_roles import BATCH_NAME_PREFIX
 
     name = BATCH_NAME_PREFIX + "-".join(parts)
     return name[:63].rstrip("-")
@@ -192,7 +192,7 @@ def _default_role(session) -> str:
 
 
 def _start_job(session, s3, sagemaker, items, limits, plan, model_id, s3_prefix, instance_type, instances, role_arn, runner, log) -> JobState:
-    from infra.templates import BATCH_PREFIX
+    from infra.stacks.serving_sagemaker_roles import BATCH_PREFIX
 
     role_arn = role_arn or _default_role(session)
     run_id = hashlib.sha256(f"{plan.package_arn}\n{plan.manifest_digest}\n{time.time_ns()}".encode()).hexdigest()[:8]

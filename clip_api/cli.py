@@ -100,7 +100,7 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def _cmd_infra(args: argparse.Namespace) -> int:
-    from infra.templates import write_all
+    from infra.stacks import write_all
 
     for path in write_all():
         print(f"wrote {path}")

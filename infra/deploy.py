@@ -21,7 +21,8 @@ from botocore.exceptions import ClientError
 
 from clip_core.names import BOOTSTRAP_STACK, BUCKET_ENV, POINTER_TABLE, PROJECT, SERVING_STACK, artifact_bucket_name, model_resource_name
 from clip_core.paths import PACKAGED_CONFIGS_DIR, REPO_ROOT
-from infra.templates import render, serving_template, templates
+from infra.stacks import render, templates
+from infra.stacks.serving import serving_template
 
 LAMBDA_PACKAGES = ("clip_core", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
 LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py", "inference_code/manifest.py")

@@ -462,7 +462,7 @@ class Deployment:
 
     def __init__(self, templates: dict[str, dict] | None = None, parameters: dict[str, dict] | None = None):
         if templates is None:
-            from infra.templates import templates as render_all
+            from infra.stacks import templates as render_all
 
             templates = render_all()
         self.templates = templates

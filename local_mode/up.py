@@ -100,7 +100,9 @@ def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: 
     import boto3
 
     from infra.deploy import build_lambda_zip, code_key_for
-    from infra.templates import bootstrap_template, render, serving_template
+    from infra.stacks import render
+    from infra.stacks.bootstrap import bootstrap_template
+    from infra.stacks.serving import serving_template
     from local_mode.api_gateway import LocalApiGateway
     from local_mode.control_plane import REGION, ControlPlane
     from local_mode.inference_servers import InferenceServers

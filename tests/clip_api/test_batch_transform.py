@@ -28,7 +28,8 @@ REGION = "us-east-1"
 def deployment():
     """The rendered stacks with the tiny model's registry group, as local mode deploys them."""
     from clip_core.model_config import load_all_model_configs
-    from infra.templates import serving_template, templates
+    from infra.stacks import templates
+    from infra.stacks.serving import serving_template
 
     rendered = templates()
     rendered["serving.yaml"] = serving_template(load_all_model_configs(), include_demo=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.iam_policy import Deployment
-from infra.templates import templates
+from infra.stacks import templates
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from infra.deploy import (
     stack_outputs,
     template_key,
 )
-from infra.templates import render
+from infra.stacks import render
 from tests.infra.conftest import change_templates
 
 REPO_ROOT = Path(__file__).parents[2]
@@ -144,7 +144,7 @@ def ten_model_configs(tmp_path) -> list:
 
 
 def test_ten_models_fit_every_limit_and_deploy_through_the_bucket(aws_env, moto_aws, tmp_path):
-    from infra.templates import serving_template
+    from infra.stacks.serving import serving_template
     from promotion.plan import alarm_names, resource_name
 
     configs = ten_model_configs(tmp_path)

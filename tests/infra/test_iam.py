@@ -330,7 +330,7 @@ def test_no_hard_coded_partition(rendered):
 def ci_requests(deployment) -> list[tuple[str, Request]]:
     """(role, request) for what CodeBuild does outside the AWS SDK: clone through the source connection
     (CODEBUILD_CLONE_REF), pull the base images the buildspec and Dockerfiles name from ECR registries."""
-    from infra.templates import INFRA_DIR
+    from infra.stacks import INFRA_DIR
 
     repo = INFRA_DIR.parent
     out = []

@@ -1,17 +1,16 @@
-"""Templates: generated files current, cfn-lint and checkov clean, least privilege, deployable into moto."""
+"""Templates: generated files current, cfn-lint and checkov clean, least privilege, deployable into moto.
+(What one stack's builder decides is tested beside it: test_serving_stack.py, test_stack_building_blocks.py.)"""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from infra.templates import INFRA_DIR, render, templates
+from infra.stacks import INFRA_DIR, render, templates
 
 REPO_ROOT = INFRA_DIR.parent
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
@@ -96,22 +95,6 @@ def test_buckets_are_encrypted_and_private():
                 assert all(props["PublicAccessBlockConfiguration"].values())
 
 
-def test_serving_template_has_a_function_and_a_route_per_model():
-    from clip_core.model_config import load_all_model_configs
-
-    resources = load("serving.yaml")["Resources"]
-    served = [c for c in load_all_model_configs() if not c.demo_only]
-    functions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
-    assert {f["Properties"].get("FunctionName") for f in functions} >= {f"clip-embedding-api-{c.model_id}" for c in served}
-    assert all(f["Properties"]["Runtime"] == "python3.12" for f in functions)
-    paths = {r["Properties"]["PathPart"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::Resource"}
-    assert paths == {c.route for c in served} | {"v1", "embeddings"}
-    posts = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"]["HttpMethod"] == "POST"]
-    assert posts and all(m["Properties"]["ApiKeyRequired"] for m in posts)
-    rule = next(r for r in resources.values() if r["Type"] == "AWS::Events::Rule")
-    assert rule["Properties"]["EventPattern"]["detail"]["ModelApprovalStatus"] == ["Approved"]
-
-
 def test_templates_deploy_into_moto_cloudformation(moto_aws):
     cloudformation = boto3.client("cloudformation")
     cloudformation.create_stack(StackName="boot", TemplateBody=(INFRA_DIR / "bootstrap.yaml").read_text())
@@ -158,33 +141,6 @@ def test_registered_artifacts_never_expire():
         prefix = rule.get("Prefix", rule.get("Filter", {}).get("Prefix", ""))
         covers_artifacts = "clip-embedding-api/pipelines/".startswith(prefix) or prefix.startswith("clip-embedding-api/pipelines/")
         assert not (covers_artifacts and ("ExpirationInDays" in rule or "ExpirationDate" in rule)), rule
-
-
-def test_no_lambda_reserves_concurrency_unless_its_config_asks(b32_config):
-    from infra.templates import logical, serving_template
-
-    functions = [r for r in load("serving.yaml")["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
-    assert functions and all("ReservedConcurrentExecutions" not in f["Properties"] for f in functions)
-    asking = b32_config.model_copy(update={"api": b32_config.api.model_copy(update={"reserved_concurrency": 40})})
-    resources = serving_template([asking])["Resources"]
-    assert resources[f"{logical(asking)}ApiFunction"]["Properties"]["ReservedConcurrentExecutions"] == 40
-
-
-def test_a_new_route_reaches_the_stage_through_a_new_deployment(b32_config):
-    """CloudFormation makes a new API Deployment only for a new logical id: it must change with the routes."""
-    from infra.templates import serving_template
-
-    def deployments(configs) -> dict:
-        resources = serving_template(configs)["Resources"]
-        return {name: r for name, r in resources.items() if r["Type"] == "AWS::ApiGateway::Deployment"}
-
-    before = deployments([b32_config])
-    assert set(deployments([b32_config])) == set(before)  # the same routes: the same deployment, no churn
-    other = b32_config.model_copy(update={"model_id": "clip-other", "route": "other"})
-    after = deployments([b32_config, other])
-    assert not set(after) & set(before)
-    stage = serving_template([b32_config, other])["Resources"]["ApiStage"]["Properties"]["DeploymentId"]
-    assert {ref["Ref"] for ref in stage["Fn::If"][1:]} == set(after)
 
 
 def test_the_workflow_retries_errors_step_functions_really_raises():

@@ -225,7 +225,7 @@ def test_every_metric_has_one_dimension_set_whatever_the_path(api, monkeypatch, 
 def test_without_cors_options_never_reaches_the_function():
     """The template half of the same rule: with CorsAllowOrigin empty, API Gateway answers OPTIONS itself."""
     from clip_core.model_config import load_all_model_configs
-    from infra.templates import serving_template
+    from infra.stacks.serving import serving_template
 
     template = serving_template([c for c in load_all_model_configs() if not c.demo_only])
     assert template["Conditions"]["HasCors"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}

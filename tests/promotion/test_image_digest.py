@@ -27,7 +27,7 @@ def test_a_package_pinned_by_digest_is_promoted_with_that_digest(b32_config):
 def test_only_local_mode_turns_the_check_off():
     """Deployed, the planner's environment never sets REQUIRE_IMAGE_DIGEST: the check is on."""
     from clip_core.names import PLANNER_FUNCTION
-    from infra.templates import templates
+    from infra.stacks import templates
     from promotion_planner.app import settings_from_env
 
     env = {"MODEL_EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r", "TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "SERVING_POINTER_TABLE": "t"}
