@@ -87,13 +87,11 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
 def _cmd_openapi(args: argparse.Namespace) -> int:
     from clip_core.paths import REPO_ROOT
-
-    sys.path.insert(0, str(REPO_ROOT / "lambda"))
-    from embedding_api.app import openapi_spec
+    from clip_lambdas.api.app import openapi_spec
 
     text = json.dumps(openapi_spec(), indent=2, sort_keys=True) + "\n"
     if args.write:
-        (REPO_ROOT / "lambda" / "embedding_api" / "openapi.json").write_text(text)
+        (REPO_ROOT / "lambda" / "clip_lambdas" / "api" / "openapi.json").write_text(text)
     else:
         print(text, end="")
     return 0
@@ -131,11 +129,9 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 def _local_mode(verbose: bool = False):
     """local_mode.up, with the output configured first: the libraries warn and log as they are imported."""
-    from clip_core.paths import REPO_ROOT
     from local_mode.output import configure
 
     configure(verbose)
-    sys.path.insert(0, str(REPO_ROOT / "lambda"))
     from local_mode import up
 
     return up
@@ -231,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.set_defaults(func=_cmd_pipeline)
 
     openapi = commands.add_parser("openapi", help="print (or --write) the public API's OpenAPI spec")
-    openapi.add_argument("--write", action="store_true", help="write lambda/embedding_api/openapi.json")
+    openapi.add_argument("--write", action="store_true", help="write lambda/clip_lambdas/api/openapi.json")
     openapi.set_defaults(func=_cmd_openapi)
 
     infra = commands.add_parser("infra", help="render the CloudFormation templates under infra/ from the model configs")

@@ -14,9 +14,6 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
 
     session = None
     if args.local_mode:
-        from clip_core.paths import REPO_ROOT
-
-        sys.path.insert(0, str(REPO_ROOT / "lambda"))
         from local_mode import up
 
         up._use_control_plane(up._read_state(Path(args.local_workdir)))

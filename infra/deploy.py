@@ -8,26 +8,16 @@ what exists and returns the actions, a pure function of those facts; `execute` p
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
 from clip_core.names import BOOTSTRAP_STACK, BUCKET_ENV, POINTER_TABLE, PROJECT, SERVING_STACK, artifact_bucket_name, model_resource_name
-from clip_core.paths import PACKAGED_CONFIGS_DIR, REPO_ROOT
+from infra.lambda_bundle import build_lambda_zip, code_key_for
 from infra.stacks import render, templates
 from infra.stacks.serving import serving_template
-
-LAMBDA_PACKAGES = ("clip_core", "promotion", "lambda/embedding_api", "lambda/promotion_planner", "lambda/smoke_test")
-LAMBDA_MODULES = ("inference_code/__init__.py", "inference_code/contract.py", "inference_code/errors.py", "inference_code/manifest.py")
-# Every dependency pinned with its sha256 (bounds in lambda/requirements.txt): the same code gives the same zip.
-LAMBDA_LOCK = REPO_ROOT / "lambda" / "requirements.lock"
 
 
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's inline TemplateBody limit; TemplateURL allows 1 MB
@@ -142,46 +132,6 @@ def plan_deploy(facts: AccountState, rendered: dict[str, str], code_key: str, no
         actions.append(MigratePointers(POINTER_TABLE, tuple(facts.legacy_pointers)))
     actions += [UpsertPipeline(model_id) for model_id in facts.models]
     return actions
-
-
-def build_lambda_zip(vendor_dependencies: bool = True) -> bytes:
-    """One zip for every function: our packages flattened to the root (lambda/<pkg> -> <pkg>), configs, dependencies."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        def add(path: Path, arcname: str) -> None:
-            info = zipfile.ZipInfo(arcname, date_time=(2020, 1, 1, 0, 0, 0))  # reproducible: same code, same key
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes())
-
-        for package in LAMBDA_PACKAGES:
-            root = REPO_ROOT / package
-            for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.json")):
-                if "__pycache__" not in path.parts and path.relative_to(root).parts[0] != "configs":  # configs: below
-                    add(path, (Path(Path(package).name) / path.relative_to(root)).as_posix())
-        for module in LAMBDA_MODULES:
-            add(REPO_ROOT / module, module)
-        for path in sorted(PACKAGED_CONFIGS_DIR.rglob("*")):  # clip_core's package data
-            if path.is_file():
-                add(path, f"clip_core/configs/{path.relative_to(PACKAGED_CONFIGS_DIR).as_posix()}")
-        if vendor_dependencies:
-            with tempfile.TemporaryDirectory() as target:
-                subprocess.run(vendor_command(target), check=True)
-                for path in sorted(Path(target).rglob("*")):
-                    relative = path.relative_to(target)
-                    # bin/: console scripts whose shebang names this machine's interpreter (and Lambda runs none)
-                    if path.is_file() and "__pycache__" not in path.parts and relative.parts[0] != "bin":
-                        add(path, relative.as_posix())
-    return buffer.getvalue()
-
-
-def vendor_command(target: str, lock: Path = LAMBDA_LOCK) -> list[str]:
-    """pip installs exactly the lock, for Lambda's platform: every file checked against its hash, nothing resolved afresh."""
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "--platform", "manylinux2014_x86_64",
-            "--python-version", "3.12", "--only-binary=:all:", "--require-hashes", "--no-deps", "--no-compile", "-r", str(lock)]
-
-
-def code_key_for(zip_bytes: bytes) -> str:
-    return f"{PROJECT}/lambda/{hashlib.sha256(zip_bytes).hexdigest()[:16]}.zip"
 
 
 def stack_outputs(cloudformation, name: str) -> dict:

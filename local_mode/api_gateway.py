@@ -86,7 +86,7 @@ class LocalApiGateway:
             variables = self.lambda_client.get_function_configuration(FunctionName=function).get("Environment", {}).get("Variables", {})
             os.environ.update({k: v for k, v in variables.items() if isinstance(v, str)})
             with thread_stdout_to(self._lambda_output):  # the import too: Powertools' Logger keeps the stdout it was made with
-                from embedding_api.app import handler
+                from clip_lambdas.api.app import handler
 
                 context = LambdaContext(function, time.monotonic(), aws_request_id=str(uuid.uuid4()))
                 return handler(proxy_event(method, path, headers, body), context)

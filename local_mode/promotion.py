@@ -54,8 +54,8 @@ class LocalPromoter:
         return self.lambda_client.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {})
 
     def promote(self, package_arn: str, timeout_s: float = 300) -> PromotionOutcome:
-        from promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
-        from smoke_test.app import SmokeTestRequest, run_smoke_test
+        from clip_lambdas.promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
+        from clip_lambdas.smoke_test.app import SmokeTestRequest, run_smoke_test
 
         package = self.sagemaker.describe_model_package(ModelPackageName=package_arn)
         event = approval_event(package)

@@ -16,26 +16,27 @@ LAYERS = (
     ("inference_code",),
     ("model_build", "promotion"),
     ("model_validation",),
-    ("model_benchmark", "pipeline", "lambda"),
+    ("model_benchmark", "pipeline", "clip_lambdas"),
     ("infra",),
     ("local_mode",),
     ("clip_api",),
 )
 LAYER_OF = {package: depth for depth, packages in enumerate(LAYERS) for package in packages}
-# The Lambda functions' code lives under lambda/ (a Python keyword): their packages are reached by these names.
-LAMBDA_PACKAGES = {path.name for path in (REPO_ROOT / "lambda").iterdir() if (path / "app.py").is_file()}
+# Where each package lives: at the root, or under lambda/ (a Python keyword, so a folder and not a package).
+PACKAGE_ROOTS = (REPO_ROOT, REPO_ROOT / "lambda")
+PACKAGE_DIRS = {path.name: path for root in PACKAGE_ROOTS for path in root.iterdir() if (path / "__init__.py").is_file() and path.name != "tests"}
 
 
 def owner(module: str) -> str | None:
     top = module.split(".")[0]
-    return "lambda" if top in LAMBDA_PACKAGES else top if top in LAYER_OF else None
+    return top if top in LAYER_OF else None
 
 
 def imports_between_packages() -> list[tuple[str, str, str]]:
     """(importing package, imported package, file) for every import of one of this project's packages by another."""
     found = []
     for package in LAYER_OF:
-        for file in sorted((REPO_ROOT / package).rglob("*.py")):
+        for file in sorted(PACKAGE_DIRS[package].rglob("*.py")):
             for node in ast.walk(ast.parse(file.read_text())):
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]
@@ -51,13 +52,14 @@ def imports_between_packages() -> list[tuple[str, str, str]]:
 
 
 def test_every_package_is_in_a_layer():
-    packages = {path.name for path in REPO_ROOT.iterdir() if (path / "__init__.py").is_file() and path.name != "tests"}
-    assert packages | {"lambda"} == set(LAYER_OF)
+    assert "clip_lambdas" in PACKAGE_DIRS  # the Lambda functions' package, under lambda/
+    assert set(PACKAGE_DIRS) == set(LAYER_OF)
 
 
 def test_imports_only_go_down():
     edges = imports_between_packages()
     assert ("clip_api", "clip_core", "clip_api/cli.py") in edges  # the walk sees imports
+    assert ("clip_lambdas", "inference_code", "lambda/clip_lambdas/api/app.py") in edges  # and the Lambda functions' under lambda/
     upward = [edge for edge in edges if LAYER_OF[edge[1]] >= LAYER_OF[edge[0]]]
     assert upward == [], "imports into the same or a higher layer: " + "; ".join(f"{a} -> {b} ({f})" for a, b, f in upward)
 

@@ -32,7 +32,7 @@ def api_functions(served: list[ModelConfig]) -> dict:
         environment = {MODEL_ID_ENV: model.model_id, POINTER_TABLE_ENV: ref("ServingPointerTable"),
                        SERVED_MODELS_ENV: ",".join(m.model_id for m in served), CORS_ALLOW_ORIGIN_ENV: ref("CorsAllowOrigin"),
                        "POWERTOOLS_SERVICE_NAME": name}
-        resources[function] = lambda_function(name, f"{model.description}: public API", "embedding_api.app.handler", "ApiFunctionRole",
+        resources[function] = lambda_function(name, f"{model.description}: public API", "clip_lambdas.api.app.handler", "ApiFunctionRole",
                                               environment, concurrency=model.api.reserved_concurrency)
         for metric in ("Errors", "Throttles"):
             resources[f"{function}{metric}"] = {

@@ -28,11 +28,11 @@ def promotion_workflow(groups: list[str]) -> dict:
     return {
         "PlannerRole": role("lambda.amazonaws.com", [policy("plan-promotions", _planner_statements(groups))],
                             "promotion planner: read the package and what is live"),
-        "PlannerFunction": lambda_function(PLANNER_FUNCTION, f"{PROJECT}: plan a promotion", "promotion_planner.app.handler", "PlannerRole",
+        "PlannerFunction": lambda_function(PLANNER_FUNCTION, f"{PROJECT}: plan a promotion", "clip_lambdas.promotion_planner.app.handler", "PlannerRole",
                                            planner_environment),
         "SmokeTestRole": role("lambda.amazonaws.com", [policy("smoke-test", smoke_test_statements)],
                               "promotion smoke test: invoke the new endpoint"),
-        "SmokeTestFunction": lambda_function(SMOKE_TEST_FUNCTION, f"{PROJECT}: smoke-test a new endpoint", "smoke_test.app.handler",
+        "SmokeTestFunction": lambda_function(SMOKE_TEST_FUNCTION, f"{PROJECT}: smoke-test a new endpoint", "clip_lambdas.smoke_test.app.handler",
                                              "SmokeTestRole", {"POWERTOOLS_SERVICE_NAME": "clip-smoke-test"}, timeout=120),
         "StateMachineLogs": encrypted_log_group(ref("KmsKeyArn")),
         "StateMachineRole": role("states.amazonaws.com", [policy("promote", _state_machine_statements(groups))], "promotion workflow"),

@@ -34,8 +34,8 @@ def stable_url(monkeypatch, aws_env, tiny_server):
     """(gateway URL, runtime router): API Gateway -> API Lambda handler -> SageMaker runtime -> tiny container."""
     from moto import mock_aws
 
-    import embedding_api
     from clip_core.model_config import load_model_config
+    from clip_lambdas import api as api_package
     from local_mode.api_gateway import LocalApiGateway
     from local_mode.runtime_router import RuntimeRouter
     from promotion.pointer import KEY, ServingPointer
@@ -48,9 +48,9 @@ def stable_url(monkeypatch, aws_env, tiny_server):
         monkeypatch.setenv(name, value)
     # The handler reads SERVED_MODELS when it is imported: import a fresh copy serving clip-tiny (and
     # put back whatever copy other tests use afterwards).
-    monkeypatch.delitem(sys.modules, "embedding_api.app", raising=False)
-    if hasattr(embedding_api, "app"):
-        monkeypatch.delattr(embedding_api, "app")
+    monkeypatch.delitem(sys.modules, "clip_lambdas.api.app", raising=False)
+    if hasattr(api_package, "app"):
+        monkeypatch.delattr(api_package, "app")
     gateway = None
     try:
         with mock_aws():  # DynamoDB only: the runtime client's endpoint is the router's loopback URL, which moto passes through
@@ -65,9 +65,9 @@ def stable_url(monkeypatch, aws_env, tiny_server):
             gateway.stop()
         router.stop()
         # Drop the copy serving clip-tiny: the next import (or monkeypatch's undo) gives other tests theirs.
-        sys.modules.pop("embedding_api.app", None)
-        if hasattr(embedding_api, "app"):
-            delattr(embedding_api, "app")
+        sys.modules.pop("clip_lambdas.api.app", None)
+        if hasattr(api_package, "app"):
+            delattr(api_package, "app")
 
 
 def single(tiny_server, payload) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -184,18 +185,84 @@ def test_a_stack_update_does_not_change_which_endpoint_serves(aws_env, moto_aws,
     assert not any("ENDPOINT" in key for key in env)  # nothing a stack owns names the serving endpoint
 
 
-def test_lambda_zip_holds_the_handlers_and_configs():
+def lambda_zip_names() -> set[str]:
     import io
     import zipfile
 
-    from infra.deploy import build_lambda_zip
+    from infra.lambda_bundle import build_lambda_zip
 
-    names = set(zipfile.ZipFile(io.BytesIO(build_lambda_zip(vendor_dependencies=False))).namelist())
-    for required in ("embedding_api/app.py", "promotion_planner/app.py", "smoke_test/app.py", "promotion/plan.py", "clip_core/model_config.py",
-                     "inference_code/contract.py", "clip_core/configs/models/clip-vit-b-32.yaml", "clip_core/limits.py"):
+    return set(zipfile.ZipFile(io.BytesIO(build_lambda_zip(vendor_dependencies=False))).namelist())
+
+
+def test_lambda_zip_holds_the_handlers_and_configs():
+    from infra.lambda_bundle import build_lambda_zip
+
+    names = lambda_zip_names()
+    for required in ("clip_lambdas/api/app.py", "clip_lambdas/promotion_planner/app.py", "clip_lambdas/smoke_test/app.py", "promotion/plan.py",
+                     "clip_core/model_config.py", "inference_code/contract.py", "clip_core/configs/models/clip-vit-b-32.yaml", "clip_core/limits.py"):
         assert required in names
     assert "inference_code/encoders.py" not in names  # no onnxruntime code in the API Lambdas
     assert build_lambda_zip(vendor_dependencies=False) == build_lambda_zip(vendor_dependencies=False)  # reproducible key
+
+
+def test_every_handler_the_serving_template_names_is_in_the_lambda_zip():
+    handlers = re.findall(r"^\s+Handler: (\S+)$", (REPO_ROOT / "infra" / "serving.yaml").read_text(), flags=re.MULTILINE)
+    modules = {handler.rsplit(".", 1)[0] for handler in handlers}
+    assert modules == {"clip_lambdas.api.app", "clip_lambdas.promotion_planner.app", "clip_lambdas.smoke_test.app"}
+    assert {module.replace(".", "/") + ".py" for module in modules} <= lambda_zip_names()
+
+
+def test_the_lambda_zip_holds_what_handlers_import_and_nothing_else(tmp_path):
+    """No list: a module a handler imports (at module level, in a function, relatively) is in the zip, with the packages
+    around it; a module nothing imports is not."""
+    from infra.lambda_bundle import handler_modules, reached_files
+
+    sources = {
+        "lambda/clip_lambdas/__init__.py": "",
+        "lambda/clip_lambdas/fn/__init__.py": "",
+        "lambda/clip_lambdas/fn/app.py": "import json\nfrom . import sibling\n\ndef handler(event, context):\n"
+                                         "    from helpers.extra import value\n    return value\n",
+        "lambda/clip_lambdas/fn/sibling.py": "import helpers.deep.leaf as leaf\n",
+        "lambda/clip_lambdas/fn/unused.py": "",
+        "helpers/__init__.py": "",
+        "helpers/extra.py": "from .deep import leaf\nvalue = 1\n",
+        "helpers/deep/__init__.py": "",
+        "helpers/deep/leaf.py": "",
+        "helpers/unlisted_and_unimported.py": "",
+    }
+    for name, text in sources.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert handler_modules(tmp_path / "lambda") == ["clip_lambdas.fn.app"]
+    reached = reached_files(handler_modules(tmp_path / "lambda"), roots=(tmp_path, tmp_path / "lambda"))
+    assert set(reached) == {"clip_lambdas/__init__.py", "clip_lambdas/fn/__init__.py", "clip_lambdas/fn/app.py", "clip_lambdas/fn/sibling.py",
+                            "helpers/__init__.py", "helpers/extra.py", "helpers/deep/__init__.py", "helpers/deep/leaf.py"}
+    assert reached["helpers/extra.py"] == tmp_path / "helpers" / "extra.py"
+
+
+def test_the_lambda_zip_code_imports_with_nothing_but_itself_and_the_dependencies(tmp_path):
+    """Every handler module imports from the unpacked zip alone (the dependencies, vendored in a real zip, from this
+    environment): none of this repository's modules may come from anywhere else."""
+    import io
+    import subprocess
+    import sys
+    import zipfile
+
+    from infra.lambda_bundle import build_lambda_zip, handler_modules
+
+    zipfile.ZipFile(io.BytesIO(build_lambda_zip(vendor_dependencies=False))).extractall(tmp_path)
+    script = (
+        "import importlib, sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]  # this checkout, installed with -e\n"
+        f"for module in {handler_modules()!r}:\n"
+        "    importlib.import_module(module)\n"
+        f"print(sorted(m.__file__ for m in list(sys.modules.values()) if (getattr(m, '__file__', None) or '').startswith({str(REPO_ROOT)!r})\n"
+        "             and '/.venv' not in m.__file__))\n"
+    )
+    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "1", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def buildspec_commands() -> list[str]:

@@ -197,9 +197,9 @@ def workflow_inputs(deployment) -> list[dict]:
     a first deployment and a replacement with retired endpoints, for every served model."""
     from promotion.lock import lock_key
     from promotion.plan import PackageInfo, plan_promotion, resource_name
-    from promotion_planner.app import settings_from_env
+    from clip_lambdas.promotion_planner.app import settings_from_env
 
-    _, _, planner = _function(deployment, "promotion_planner.app.handler")
+    _, _, planner = _function(deployment, "clip_lambdas.promotion_planner.app.handler")
     settings = settings_from_env(planner["Properties"]["Environment"]["Variables"])
     bucket = deployment.stacks["bootstrap"].outputs.get("ArtifactBucketName", f"clip-embedding-api-{ACCOUNT}-{REGION}")
     inputs = []

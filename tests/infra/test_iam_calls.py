@@ -88,7 +88,7 @@ def denied_calls(deployment: Deployment, role: str, calls) -> list[str]:
 def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, list]:
     from clip_core.model_config import load_model_config
 
-    name, role, env = function_of(deployment, "promotion_planner.app.handler")
+    name, role, env = function_of(deployment, "clip_lambdas.promotion_planner.app.handler")
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     config = load_model_config("clip-vit-b-32")
@@ -118,7 +118,7 @@ def run_planner(deployment: Deployment, recorder, monkeypatch) -> tuple[str, lis
     crashed = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:clip-embedding-api-promotion:crashed"
     lock.try_acquire(boto3.client("dynamodb", region_name=REGION), env["SERVING_POINTER_TABLE"], config.model_id, crashed, time.time(), time.time() + 3600)
     recorder.calls.clear()
-    from promotion_planner import app
+    from clip_lambdas.promotion_planner import app
 
     execution = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:clip-embedding-api-promotion:check"
     plan = app.handler({"event": event, "execution_id": execution, "execution_start": "2026-11-29T12:00:00Z"}, Context(name))  # the Plan task's payload
@@ -146,7 +146,7 @@ def test_planner_check_bites(rendered, recorder, monkeypatch):
 
 
 def test_the_smoke_test_role_allows_every_call_the_smoke_test_makes(deployment, recorder, monkeypatch):
-    name, role, env = function_of(deployment, "smoke_test.app.handler")
+    name, role, env = function_of(deployment, "clip_lambdas.smoke_test.app.handler")
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     bucket = deployment.stacks["bootstrap"].outputs["ArtifactBucketName"]
@@ -155,7 +155,7 @@ def test_the_smoke_test_role_allows_every_call_the_smoke_test_makes(deployment, 
     key = "clip-embedding-api/pipelines/clip-vit-b-32/run/evaluation/smoke_test.json"
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"format_version": 1, "cases": [{"request": {"text": "a"}, "expected": [1.0, 0.0]}]}))
     recorder.calls.clear()
-    from smoke_test import app
+    from clip_lambdas.smoke_test import app
 
     app.handler({"endpoint_name": "clip-clip-vit-b-32-v2", "model_id": "clip-vit-b-32", "version": 2,
                  "smoke_test_uri": f"s3://{bucket}/{key}", "min_cosine": 0.999}, Context(name))
@@ -170,13 +170,13 @@ def test_the_smoke_test_role_allows_every_call_the_smoke_test_makes(deployment, 
 def test_the_api_role_allows_every_call_the_api_makes(deployment, recorder, monkeypatch):
     from clip_core.model_config import load_model_config
 
-    name, role, env = function_of(deployment, "embedding_api.app.handler", MODEL_ID="clip-vit-b-32")
+    name, role, env = function_of(deployment, "clip_lambdas.api.app.handler", MODEL_ID="clip-vit-b-32")
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     create_tables(deployment)
     if "SERVING_POINTER_TABLE" in env:
         set_pointer(env["SERVING_POINTER_TABLE"], "clip-vit-b-32", "clip-clip-vit-b-32-v2", 2, ip.arn("sagemaker", "model-package/clip-vit-b-32/2"))
-    module = importlib.import_module("embedding_api.app")
+    module = importlib.import_module("clip_lambdas.api.app")
     for attribute in ("runtime", "dynamodb", "lambda_client", "directory"):
         if hasattr(module.Clients, attribute):
             monkeypatch.setattr(module.Clients, attribute, None)

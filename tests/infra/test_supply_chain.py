@@ -11,7 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from infra import images
-from infra.deploy import LAMBDA_LOCK, vendor_command
+from infra.lambda_bundle import LAMBDA_LOCK, vendor_command
 from infra.stacks.cicd import IMAGE_REPOSITORIES, cicd_template
 from tests.conftest import REPO_ROOT
 

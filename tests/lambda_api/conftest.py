@@ -55,7 +55,7 @@ def api(monkeypatch, aws_env):
     """
     from moto import mock_aws
 
-    from embedding_api import app as module
+    from clip_lambdas.api import app as module
     from promotion.pointer import KEY, ServingPointer
 
     with mock_aws():

@@ -47,8 +47,8 @@ class SlowThrottledRuntime:
 @pytest.mark.parametrize("throttles, throttle_s", [(1, 3.0), (3, 2.0), (6, 1.0), (0, 0.0)])
 def test_every_attempt_ends_inside_the_gateway_budget(throttles, throttle_s):
     """The model hangs after some slow throttles: our 504 must come before API Gateway's own 29 s timeout."""
-    from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, invoke_endpoint
-    from embedding_api.errors import ApiError
+    from clip_lambdas.api.endpoints import API_GATEWAY_BUDGET_MS, invoke_endpoint
+    from clip_lambdas.api.errors import ApiError
 
     clock = Clock()
     runtime = SlowThrottledRuntime(clock, throttles, throttle_s, hang_s=60)
@@ -60,7 +60,7 @@ def test_every_attempt_ends_inside_the_gateway_budget(throttles, throttle_s):
 
 
 def test_backoff_has_jitter():
-    from embedding_api.endpoints import invoke_endpoint
+    from clip_lambdas.api.endpoints import invoke_endpoint
 
     def delays(seed: int) -> list[float]:
         clock = Clock()
@@ -132,7 +132,7 @@ def test_capture_is_off_whatever_the_environment_says(monkeypatch):
     import ast
     from pathlib import Path
 
-    source = Path(__file__).parents[2] / "lambda" / "embedding_api" / "app.py"
+    source = Path(__file__).parents[2] / "lambda" / "clip_lambdas" / "api" / "app.py"
     tree = ast.parse(source.read_text())
     traced = []
     for node in ast.walk(tree):
@@ -204,7 +204,7 @@ def test_every_metric_has_one_dimension_set_whatever_the_path(api, monkeypatch, 
     module, runtime, _ = api
     if service_env:
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service_env)
-    monkeypatch.setattr("embedding_api.endpoints.time.sleep", lambda s: None)
+    monkeypatch.setattr("clip_lambdas.api.endpoints.time.sleep", lambda s: None)
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
     call(module, api_event(body={"text": "a dog"}))
     call(module, api_event(body={"text": ""}))
@@ -250,7 +250,7 @@ def test_the_throttles_alarm_selects_the_dimensions_a_real_emf_line_carries(api,
 
     module, runtime, _ = api
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "clip-embedding-api-clip-vit-b-32")  # as the template sets it
-    monkeypatch.setattr("embedding_api.endpoints.time.sleep", lambda s: None)
+    monkeypatch.setattr("clip_lambdas.api.endpoints.time.sleep", lambda s: None)
     runtime.add_client_error("invoke_endpoint", service_error_code="ThrottlingException", service_message="slow", http_status_code=400)
     assert call(module, api_event(body={"text": "a dog"}), FakeContext(remaining_ms=1_000))[0] == 429
     emitted = [blob for blob in emf_blobs(capsys.readouterr().out) if "Throttles" in blob]

@@ -119,7 +119,7 @@ def test_model_5xx_is_a_502_without_internals(api):
 
 def test_throttling_is_retried_within_the_budget(api, monkeypatch):
     module, runtime, _ = api
-    monkeypatch.setattr("embedding_api.endpoints.time.sleep", lambda s: None)
+    monkeypatch.setattr("clip_lambdas.api.endpoints.time.sleep", lambda s: None)
     runtime.add_client_error("invoke_endpoint", service_error_code="ThrottlingException", service_message="slow down", http_status_code=400)
     expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
     status, _, body = call(module, api_event(body={"text": "a dog"}))

@@ -69,8 +69,8 @@ def test_parsing_work_is_bounded_for_the_largest_bodies(shape):
     import json
     import time
 
-    from embedding_api.app import parse_request_json
-    from embedding_api.errors import ApiError
+    from clip_lambdas.api.app import parse_request_json
+    from clip_lambdas.api.errors import ApiError
 
     started = time.perf_counter()
     try:
@@ -187,8 +187,8 @@ def container_decision(data: bytes, config) -> str:
 
 
 def lambda_decision(data: bytes, config) -> str:
-    from embedding_api.app import check_image
-    from embedding_api.errors import ApiError
+    from clip_lambdas.api.app import check_image
+    from clip_lambdas.api.errors import ApiError
 
     try:
         check_image(data, "image", config)
@@ -225,7 +225,7 @@ def test_lambda_rejects_only_what_the_endpoint_rejects_and_with_its_code(b32_con
 
 
 def test_header_sizes_are_the_sizes_pillow_reads(probe_images):
-    from embedding_api.image_header import read_header
+    from clip_lambdas.api.image_header import read_header
 
     checked = 0
     for name, data in corpus(probe_images).items():

@@ -11,7 +11,7 @@ import pytest
 from tests.lambda_api.conftest import api_event, call
 from tests.lambda_api.test_handler import PNG, VECTOR, expect_invoke
 
-SPEC_PATH = Path(__file__).parents[2] / "lambda" / "embedding_api" / "openapi.json"
+SPEC_PATH = Path(__file__).parents[2] / "lambda" / "clip_lambdas" / "api" / "openapi.json"
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,11 @@ socketserver's listen backlog of 5 reset the ones past it before the accept loop
 from __future__ import annotations
 
 import socket
-import sys
 
 from clip_core.model_config import load_model_config
-from clip_core.paths import REPO_ROOT
 
 
 def test_64_connections_at_once_are_all_taken_before_any_is_accepted():
-    sys.path.insert(0, str(REPO_ROOT / "lambda"))
     from local_mode.api_gateway import LocalApiGateway
 
     gateway = LocalApiGateway([load_model_config("clip-tiny")], lambda_client=None, function_name_format="clip-{model_id}", port=0)

@@ -173,7 +173,7 @@ def test_a_server_that_is_down_is_a_503_with_retry_after_not_a_502():
     """What the runtime router answers while a server restarts (ModelError, 503) maps to model_unavailable."""
     from botocore.exceptions import ClientError
 
-    from embedding_api.errors import from_endpoint_error
+    from clip_lambdas.api.errors import from_endpoint_error
 
     error = ClientError({"Error": {"Code": "ModelError", "Message": "Received server error from model"}, "OriginalStatusCode": 503,
                          "OriginalMessage": "[Errno 111] Connection refused"}, "InvokeEndpoint")

@@ -135,7 +135,7 @@ def test_gateway_sends_the_lambdas_stdout_to_its_log(verbose, monkeypatch, tmp_p
         print('{"_aws":{"CloudWatchMetrics":[]},"Errors":[1.0]}')
         return {"statusCode": 400, "body": "{}"}
 
-    monkeypatch.setitem(sys.modules, "embedding_api.app", types.SimpleNamespace(handler=handler))
+    monkeypatch.setitem(sys.modules, "clip_lambdas.api.app", types.SimpleNamespace(handler=handler))
     log = tmp_path / "api-lambda.log"
     gateway = LocalApiGateway([load_model_config("clip-tiny")], _Functions(), "fn-{model_id}", port=0,
                               lambda_log=None if verbose else log).start()

@@ -116,7 +116,7 @@ class PromotionWorld:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
 
     def plan(self, event: dict, execution_name: str = "planned-by-a-test") -> dict:
-        from promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
+        from clip_lambdas.promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
 
         env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "SERVING_POINTER_TABLE": POINTER_TABLE, "POLL_SECONDS": "0", "MAX_POLLS": "3",
                "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}

@@ -28,7 +28,7 @@ def test_only_local_mode_turns_the_check_off():
     """Deployed, the planner's environment never sets REQUIRE_IMAGE_DIGEST: the check is on."""
     from clip_core.names import PLANNER_FUNCTION
     from infra.stacks import templates
-    from promotion_planner.app import settings_from_env
+    from clip_lambdas.promotion_planner.app import settings_from_env
 
     env = {"MODEL_EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r", "TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "SERVING_POINTER_TABLE": "t"}
     from clip_core.names import POINTER_TABLE_ENV as TABLE_ENV

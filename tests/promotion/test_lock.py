@@ -120,7 +120,7 @@ def test_the_lock_is_released_whatever_the_outcome(world, smoke_passes):
 
 def test_a_planner_that_fails_after_taking_the_lock_gives_it_back(world, monkeypatch):
     """The workflow's PlanFailed path has no lock to release: the planner must not leave one behind."""
-    import promotion_planner.app as planner
+    import clip_lambdas.promotion_planner.app as planner
 
     package = world.register_version()
 

@@ -1,10 +1,10 @@
-"""The planner Lambda's reading of a model package (lambda/promotion_planner/app.py)."""
+"""The planner Lambda's reading of a model package (lambda/clip_lambdas/promotion_planner/app.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from promotion_planner.app import principal_of, read_package
+from clip_lambdas.promotion_planner.app import principal_of, read_package
 
 
 def test_a_new_session_of_the_same_role_is_the_same_principal():

@@ -15,7 +15,7 @@ from botocore.stub import Stubber
 
 from clip_core import smoke_cases
 from promotion import smoke
-from smoke_test.app import SmokeTestRequest, run_smoke_test
+from clip_lambdas.smoke_test.app import SmokeTestRequest, run_smoke_test
 
 UNIT = [1.0, 0.0, 0.0]
 CASES = [{"request": {"text": "a dog"}, "expected": UNIT}, {"request": {"text": "a cat"}, "expected": [0.0, 1.0, 0.0]}]

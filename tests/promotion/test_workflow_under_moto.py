@@ -161,7 +161,7 @@ def test_a_failed_restore_deletes_nothing_and_asks_for_a_person(world):
 @pytest.fixture
 def provisioned_model(monkeypatch):
     """The tiny model's config with provisioned concurrency, as ViT-B/32's has."""
-    import promotion_planner.app as planner
+    import clip_lambdas.promotion_planner.app as planner
 
     original = planner.config_for_group
 

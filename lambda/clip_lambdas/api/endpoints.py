@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from botocore.config import Config
 
-from embedding_api.errors import ApiError, from_endpoint_error, is_retryable, not_configured
+from clip_lambdas.api.errors import ApiError, from_endpoint_error, is_retryable, not_configured
 from promotion.pointer import ServingPointer, read_pointer, route_space
 
 API_GATEWAY_BUDGET_MS = 29_000

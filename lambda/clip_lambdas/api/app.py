@@ -24,10 +24,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from embedding_api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, runtime_config
-from embedding_api.errors import ApiError
-from embedding_api.image_header import ACCEPTED_FORMATS, read_header
-from embedding_api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+from clip_lambdas.api.endpoints import API_GATEWAY_BUDGET_MS, EndpointDirectory, invoke_endpoint, runtime_config
+from clip_lambdas.api.errors import ApiError
+from clip_lambdas.api.image_header import ACCEPTED_FORMATS, read_header
+from clip_lambdas.api.models import EmbeddingItem, EmbeddingRequest, ErrorBody, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 from pydantic import Field, ValidationError
 
 from clip_core.model_config import ModelConfig, load_all_model_configs, load_model_config
