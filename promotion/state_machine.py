@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from promotion.workflow_asl import ASL_PATH, PARTITION, PLAN_FUNCTION, SMOKE_FUNCTION, TOPIC
 
 ALL_ERRORS = ["States.ALL"]
-POINTER_CACHE_SECONDS = 5  # lambda/embedding_api/endpoints.py EndpointDirectory.ttl_s
+POINTER_CACHE_SECONDS = 5  # lambda/clip_lambdas/api/endpoints.py EndpointDirectory.ttl_s
 LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
 SAGEMAKER_OPTIMISED_TRANSIENT = ["SageMaker.AmazonSageMakerException"]
 SAGEMAKER_SDK_TRANSIENT = ["SageMaker.SageMakerException"]

@@ -35,7 +35,7 @@ def test_configs_of_models_without_a_pipeline_start_none():
 
 @pytest.mark.parametrize(
     "path",
-    ["README.md", "tests/pipeline/test_definition.py", "lambda/embedding_api/app.py", "promotion/state_machine.py",
+    ["README.md", "tests/pipeline/test_definition.py", "lambda/clip_lambdas/api/app.py", "promotion/state_machine.py",
      "promotion/clip-embedding-api-promotion.asl.json", "infra/stacks/serving.py", "infra/serving.yaml", "local_mode/up.py", "Makefile",
      "buildspec.yml", "clip_api/cli.py", "promotion/smoke.py", "model_benchmark/benchmark.py"],
 )
