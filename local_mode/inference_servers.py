@@ -21,6 +21,13 @@ from pathlib import Path
 from clip_core.s3_uri import split_s3_uri
 
 
+PID_FILE = "server.pid"  # beside the endpoint's model.tar.gz: a killed up-loop leaves its servers running, the next one stops them
+
+
+def write_pid_file(endpoint_dir: Path, pid: int) -> None:
+    (endpoint_dir / PID_FILE).write_text(str(pid))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,6 +75,7 @@ class InferenceServers:
         command = self.command(target, port)
         with open(target.parent / "server.log", "w") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(environment or {})})
+        write_pid_file(target.parent, process.pid)
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
@@ -99,6 +107,8 @@ class InferenceServers:
                     with open(server.log_path or os.devnull, "a") as log_file:
                         server.process = subprocess.Popen(server.command, stdout=log_file, stderr=subprocess.STDOUT,
                                                           env={**os.environ, **server.environment})
+                    if server.log_path:
+                        write_pid_file(server.log_path.parent, server.process.pid)
                     server.next_restart = time.monotonic() + min(30.0, self.restart_delay_s * 2 ** (server.restarts - 1))
                     self.log(f"    ! the inference server for {server.endpoint} exited (code {code}); restarted it on 127.0.0.1:{server.port} "
                              f"(pid {server.process.pid}, restart {server.restarts}); until it answers, requests get 503 with Retry-After")
