@@ -1,9 +1,9 @@
-"""A moto account holding what the promotion workflow touches, and a driver that runs the real ASL.
+"""A moto account holding what the promotion workflow touches, driven by local mode's promotion driver.
 
 moto executes the state machine (execution enabled); its Lambda has no Docker and so never runs
-our code: the planner and smoke-test handlers run here as plain Python (the planner against the
-same moto account) and their results are queued for the Lambda tasks, in the order the workflow
-calls them.
+our code: local_mode.promotion.PromotionDriver runs the planner (against the same moto account)
+and queues its answer and the smoke test's for the Lambda tasks. Here: the account, fault
+injection (a crashing function, endpoints that never come up, alarms) and what the tests read back.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from clip_core.names import POINTER_TABLE
+from local_mode.promotion import PromotionDriver
 from promotion.pointer import KEY, ServingPointer, read_pointer
 from promotion.workflow_asl import ASL_PATH, substitute
 
@@ -40,6 +41,7 @@ def _zip() -> bytes:
 
 
 CRASH = {"__function_error__": "Runtime.ExitError"}  # a queued result that makes the function fail (see `world`)
+PASSED_SMOKE_TEST = {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0}
 
 
 def _simple_lambda_that_can_crash():
@@ -81,6 +83,7 @@ class PromotionWorld:
     role_arn: str
     topic_arn: str
     dynamodb: object
+    driver: PromotionDriver
 
     def register_version(self, approve: bool = True, space: str = SPACE_A, adopt_space: str | None = None) -> str:
         """A package as the pipeline registers it (its gate's `space` recorded); approved in the registry,
@@ -113,15 +116,10 @@ class PromotionWorld:
         return event
 
     def execution_arn(self, name: str) -> str:
-        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+        return self.driver.execution_arn(name)
 
     def plan(self, event: dict, execution_name: str = "planned-by-a-test") -> dict:
-        from clip_lambdas.promotion_planner.app import ApprovalEvent, plan_for_event, settings_from_env
-
-        env = {"MODEL_EXECUTION_ROLE_ARN": self.role_arn, "TOPIC_ARN": self.topic_arn, "SERVING_POINTER_TABLE": POINTER_TABLE, "POLL_SECONDS": "0", "MAX_POLLS": "3",
-               "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
-        return plan_for_event(ApprovalEvent.model_validate(event), self.sagemaker, self.dynamodb, settings_from_env(env), self.execution_arn(execution_name),
-                              stepfunctions=self.sfn)
+        return self.driver.plan(event, execution_name)
 
     def promote(self, package_arn: str, smoke: dict | None = None, during=None, after_plan=None, timeout_s: float = 120, traffic: bool = True,
                 crash: str | None = None) -> dict:
@@ -132,10 +130,8 @@ class PromotionWorld:
         Lambda task's function crashes instead of answering (the planner has already taken the lock)."""
         event = self.event_for(package_arn)
         name = f"promote-{uuid.uuid4().hex[:12]}"
-        plan = self.plan(event, name)
-        queue_lambda_result(CRASH if crash == "plan" else plan)
-        if plan["action"] == "promote" and crash != "plan":
-            queue_lambda_result(CRASH if crash == "smoke" else smoke if smoke is not None else {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0})
+        plan = self.driver.prepare(event, name, lambda _plan: smoke if smoke is not None else PASSED_SMOKE_TEST,
+                                   answer=lambda task, result: CRASH if task == crash else result)
         if after_plan is not None:
             after_plan()
         return self.run(event, name, plan, during, timeout_s, traffic)
@@ -145,24 +141,10 @@ class PromotionWorld:
 
         `traffic`: report invocations of the new endpoint as SageMaker would for the smoke test's requests
         (moto's endpoints run nothing and publish no metrics)."""
-        execution = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))
-        if traffic and plan.get("action") == "promote":
-            self.report_invocations(plan["endpoint_name"], 4)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            described = self.sfn.describe_execution(executionArn=execution["executionArn"])
-            if described["status"] != "RUNNING":
-                return {"status": described["status"], "plan": plan, "output": json.loads(described.get("output") or "null"),
-                        "error": described.get("error"), "history": self.history(execution["executionArn"])}
-            if during is not None:
-                during()
-            if time.monotonic() > deadline:
-                raise TimeoutError("the promotion did not finish")
-            time.sleep(0.2)
-
-    def history(self, execution_arn: str) -> list[str]:
-        events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
-        return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+        reports_traffic = traffic and plan.get("action") == "promote"
+        ended = self.driver.run(event, name, plan, during, started=(lambda: self.report_invocations(plan["endpoint_name"], 4)) if reports_traffic else None,
+                                timeout_s=timeout_s)
+        return {"status": ended.status, "plan": plan, "output": ended.output, "error": ended.error, "history": self.driver.history(ended.execution_arn)}
 
     def pointer(self) -> ServingPointer:
         return read_pointer(self.dynamodb, POINTER_TABLE, "clip-tiny", consistent=True)
@@ -238,7 +220,11 @@ def world(aws_env, monkeypatch):
                               KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}])
         definition = substitute(ASL_PATH.read_text(), {"Partition": "aws", "PlanFunctionArn": arns["clip-promotion-planner"], "SmokeTestFunctionArn": arns["clip-smoke-test"], "TopicArn": topic_arn})
         machine = sfn.create_state_machine(name="clip-promotion", definition=definition, roleArn=role_arn)["stateMachineArn"]
-        yield PromotionWorld(sfn, sagemaker, lambda_client, boto3.client("cloudwatch", region_name=REGION), sqs, machine, queue_url, role_arn, topic_arn, dynamodb)
+        planner_env = {"MODEL_EXECUTION_ROLE_ARN": role_arn, "TOPIC_ARN": topic_arn, "SERVING_POINTER_TABLE": POINTER_TABLE, "POLL_SECONDS": "0",
+                       "MAX_POLLS": "3", "BAKE_SECONDS": "2", "SMOKE_MIN_COSINE": "0.999"}
+        driver = PromotionDriver(sagemaker, dynamodb, sfn, machine, queue_lambda_result, lambda: planner_env)
+        yield PromotionWorld(sfn, sagemaker, lambda_client, boto3.client("cloudwatch", region_name=REGION), sqs, machine, queue_url, role_arn, topic_arn,
+                             dynamodb, driver)
 
 
 def leave_new_endpoints(monkeypatch, status: str) -> None:
