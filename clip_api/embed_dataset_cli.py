@@ -13,16 +13,10 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
     from clip_api.embed_dataset import EmbedDatasetError, describe_result, resolve_model, run_local
 
     session = None
-    if args.local_mode:
-        from local_mode import up
-
-        up._use_control_plane(up._read_state(Path(args.local_workdir)))
     out = Path(args.out)
     try:
         if not args.artifact:
-            import boto3
-
-            session = boto3.Session()
+            session = _session(args)
         if args.backend == "batch-transform" or str(args.input).startswith("s3://"):
             from clip_api.batch_transform import run_batch_transform
 
@@ -46,6 +40,17 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(describe_result(result), indent=2))
     return 0
+
+
+def _session(args: argparse.Namespace):
+    """The running local mode's control plane (--local-mode), or the AWS account of the environment's credentials."""
+    if args.local_mode:
+        from local_mode.up import control_plane_session
+
+        return control_plane_session(Path(args.local_workdir))
+    import boto3
+
+    return boto3.Session()
 
 
 def _cmd_bench_bulk(args: argparse.Namespace) -> int:

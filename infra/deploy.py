@@ -290,7 +290,8 @@ def render_templates(configs=None, include_demo: bool = False) -> dict[str, str]
     from clip_core.model_config import load_all_model_configs
 
     configs = load_all_model_configs() if configs is None else configs
-    rendered = {name: render(template) for name, template in templates(configs).items()}
+    # Demo-only models alone would leave the deployed serving stack nothing to serve: with include_demo it is rendered for them.
+    rendered = {name: render(template) for name, template in templates(None if include_demo else configs).items()}
     if include_demo:
         rendered["serving.yaml"] = render(serving_template(configs, include_demo=True))
     return rendered

@@ -5,6 +5,12 @@ handler runs in-process with that function's *current* configuration read from t
 (moto), so a promotion's configuration switch takes effect exactly as in AWS. Requests are
 handled one at a time, as one Lambda execution environment would. What the handler writes to stdout
 (its log, its EMF metrics: CloudWatch Logs in AWS) goes to `lambda_log` when one is given.
+
+This process is that execution environment, for the promotion's in-process planner and smoke test
+too: a handler reads its configuration from the process environment, so the gateway (alone) puts it
+there, as the Lambda runtime does: `runtime_environment` when it starts (what the runtime provides;
+local mode: the control plane's and the SageMaker runtime router's endpoints, credentials, Powertools
+settings), the function's variables before each call.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class _Server(ThreadingHTTPServer):
 
 class LocalApiGateway:
     def __init__(self, models: list[ModelConfig], lambda_client, function_name_format: str, host: str = "127.0.0.1", port: int = 8000,
-                 lambda_log: Path | None = None):
+                 lambda_log: Path | None = None, runtime_environment: dict[str, str] | None = None):
         self.functions = {f"/{m.route}": function_name_format.format(model_id=m.model_id) for m in models}
         self.functions["/v1/embeddings"] = function_name_format.format(model_id=models[0].model_id)
         self.lambda_client = lambda_client
@@ -76,6 +82,7 @@ class LocalApiGateway:
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.lambda_log = lambda_log
+        self.runtime_environment = dict(runtime_environment or {})
         self._lambda_output = None
 
     def invoke(self, method: str, path: str, headers: dict, body: str) -> dict:
@@ -183,6 +190,7 @@ class LocalApiGateway:
         return Handler
 
     def start(self) -> "LocalApiGateway":
+        os.environ.update(self.runtime_environment)
         if self.lambda_log is not None:
             self.lambda_log.parent.mkdir(parents=True, exist_ok=True)
             self._lambda_output = self.lambda_log.open("a", buffering=1)

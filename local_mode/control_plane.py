@@ -10,11 +10,12 @@ not loopback (DNS rebinding) is refused with 403 before moto sees it.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 
+import boto3
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.stepfunctions.parser.asl.utils import boto_client as step_functions_clients
 from werkzeug.serving import make_server
 
 from local_mode import moto_fixes
@@ -52,6 +53,20 @@ class _GuardedMotoServer(ThreadedMotoServer):
         self._server.serve_forever()
 
 
+class ControlPlaneSession(boto3.Session):
+    """A boto3 session whose clients reach the local control plane, or the endpoint `service_endpoints` names for their
+    service (the SageMaker runtime: local mode's router): named here, not through AWS_ENDPOINT_URL in our environment."""
+
+    def __init__(self, endpoint_url: str, service_endpoints: dict[str, str] | None = None):
+        super().__init__(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION)
+        self.endpoint_url = endpoint_url
+        self.service_endpoints = dict(service_endpoints or {})
+
+    def client(self, service_name, *args, **kwargs):
+        kwargs.setdefault("endpoint_url", self.service_endpoints.get(service_name, self.endpoint_url))
+        return super().client(service_name, *args, **kwargs)
+
+
 class ControlPlane:
     def __init__(self, port: int):
         self.port = port
@@ -61,11 +76,13 @@ class ControlPlane:
     def start(self) -> "ControlPlane":
         moto_fixes.apply()  # the server runs in this process: its backends are patched here
         self.server.start()
-        # Step Functions tasks call back into moto on MOTO_PORT; boto3 everywhere else follows AWS_ENDPOINT_URL.
-        os.environ.update({"MOTO_PORT": str(self.port), "AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-                           "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION})
+        # Step Functions tasks call back into moto on the port its settings name (MOTO_PORT, read from the environment).
+        step_functions_clients.moto_server_port = lambda: str(self.port)
         self._post("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
         return self
+
+    def session(self, service_endpoints: dict[str, str] | None = None) -> ControlPlaneSession:
+        return ControlPlaneSession(self.url, service_endpoints)
 
     def queue_lambda_result(self, result: dict) -> None:
         """moto's Lambda runs no code without Docker: it answers with results queued here, in order."""

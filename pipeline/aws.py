@@ -66,12 +66,14 @@ def start_pipeline(config: ModelConfig, settings: PipelineSettings, parameters: 
     return response["PipelineExecutionArn"]
 
 
-def run_pipeline_locally(config: ModelConfig, settings: PipelineSettings, workdir: Path, parameters: dict | None = None, log=print):
-    """Upsert (so the registry and S3 hold what a real run needs), then run the definition here."""
+def run_pipeline_locally(config: ModelConfig, settings: PipelineSettings, workdir: Path, parameters: dict | None = None, log=print,
+                         session=None):
+    """Upsert (so the registry and S3 hold what a real run needs), then run the definition here, against `session`'s
+    S3 and registry (default: the environment's)."""
     from pipeline.definition import pipeline_definition, pipeline_name
     from pipeline.local_runner import LocalPipelineRunner
 
-    session = boto3.Session(region_name=settings.region)
+    session = session or boto3.Session(region_name=settings.region)
     s3, sagemaker = session.client("s3"), session.client("sagemaker")
     ensure_model_package_group(sagemaker, config)
     upload_entry_script(s3, settings)

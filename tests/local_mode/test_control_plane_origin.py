@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -15,19 +16,13 @@ from tests.conftest import free_port
 
 @pytest.fixture(scope="module")
 def control_plane():
-    import os
-
-    saved = {k: os.environ.get(k) for k in ("MOTO_PORT", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION")}
+    environment = dict(os.environ)
     plane = ControlPlane(free_port()).start()
     try:
+        assert dict(os.environ) == environment  # its clients are given its URL (ControlPlane.session), never through our environment
         yield plane
     finally:
         plane.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def request(plane, method: str, headers: dict, host: str | None = None) -> tuple[int, dict, bytes]:
@@ -64,6 +59,9 @@ def test_cross_origin_requests_are_refused(control_plane, method, headers, host)
 def test_this_machines_clients_still_work(control_plane):
     sts = boto3.client("sts", endpoint_url=control_plane.url, region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
     assert sts.get_caller_identity()["Account"] == "123456789012"
+    session = control_plane.session({"sagemaker-runtime": "http://127.0.0.1:1"})
+    assert session.client("sts").get_caller_identity()["Account"] == "123456789012"
+    assert session.client("sagemaker-runtime").meta.endpoint_url == "http://127.0.0.1:1"  # a service named apart: its own endpoint
     s3 = boto3.client("s3", endpoint_url=control_plane.url, region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
     s3.create_bucket(Bucket="origin-test")
     s3.put_object(Bucket="origin-test", Key="k", Body=b"v")

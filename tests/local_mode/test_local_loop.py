@@ -51,12 +51,28 @@ class LocalMode:
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
 
-    def wait_for(self, text: str, count: int = 1, timeout_s: float = 300) -> None:
+    def state(self) -> dict:
+        """local mode's state file: where it serves, its promotions' outcomes, whether it is ready ({} before it is written)."""
+        try:
+            return json.loads((self.workdir / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_until(self, condition, what: str, timeout_s: float = 300):
+        """Poll `condition()` until it answers something true, and return that."""
         deadline = time.monotonic() + timeout_s
-        while sum(text in line for line in self.lines) < count:
+        while not (answer := condition()):
             assert self.process.poll() is None, "local mode exited:\n" + "\n".join(self.lines[-40:])
-            assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n" + "\n".join(self.lines[-40:])
+            assert time.monotonic() < deadline, f"not {what} within {timeout_s} s:\n" + "\n".join(self.lines[-40:])
             time.sleep(0.2)
+        return answer
+
+    def promotions(self) -> list[dict]:
+        return self.state().get("promotions", [])
+
+    def wait_for_promotions(self, count: int) -> list[dict]:
+        """The outcomes of the first `count` promotions, once the workflow has ended for each."""
+        return self.wait_until(lambda: len(self.promotions()) >= count and self.promotions(), f"{count} promotions ended")
 
     def cli(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "clip_api.cli", "local", *args, "--workdir", str(self.workdir)],
@@ -73,7 +89,7 @@ class LocalMode:
 def local_mode(tmp_path_factory):
     mode = LocalMode(tmp_path_factory.mktemp("local-mode"))
     try:
-        mode.wait_for("5. serving")
+        mode.wait_until(lambda: mode.state().get("ready"), "serving")
         yield mode
     finally:
         if mode.process.poll() is None:
@@ -104,6 +120,7 @@ def test_stable_url_serves_open_clip_embeddings(local_mode, tiny_reference, prob
 def test_second_approval_switches_without_failed_requests(local_mode):
     _, headers, _ = post(f"{local_mode.api}/tiny", {"text": "warm"})
     first_version = headers["X-Clip-Version"]
+    promoted = len(local_mode.promotions())
     results: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -118,7 +135,8 @@ def test_second_approval_switches_without_failed_requests(local_mode):
         built = json.loads(local_mode.cli("build", "clip-tiny", "--param", "Variant=int8"))
         assert built["status"] == "Succeeded" and built["model_package_arn"].endswith("/2")
         local_mode.cli("approve", "clip-tiny", "2")
-        local_mode.wait_for("SUCCEEDED", count=2)
+        outcome = local_mode.wait_for_promotions(promoted + 1)[-1]
+        assert outcome["status"] == "SUCCEEDED" and outcome["endpoint"] == "clip-clip-tiny-v2", outcome
         deadline = time.monotonic() + 30
         while not any(version != first_version for _, version in results[-3:]) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -147,10 +165,11 @@ def test_failed_promotion_reports_why_and_the_old_version_keeps_serving(local_mo
                                 "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         CustomerMetadataProperties={"space": headers["X-Clip-Space"]},  # claims the serving space; its container never starts
     )["ModelPackageArn"]
+    promoted = len(local_mode.promotions())
     local_mode.cli("approve", "clip-tiny", arn.rsplit("/", 1)[1])
-    local_mode.wait_for("FAILED: rolled back")
-    failure = next(line for line in local_mode.lines if "FAILED: rolled back" in line)
-    assert "SmokeTestFailed" in failure and "previous version keeps serving" in failure
+    failure = local_mode.wait_for_promotions(promoted + 1)[-1]
+    assert failure["package_arn"] == arn and failure["status"] == "FAILED", failure
+    assert failure["reason"].startswith("rolled back") and "SmokeTestFailed" in failure["reason"] and "previous version keeps serving" in failure["reason"]
     status, headers, _ = post(f"{local_mode.api}/tiny", {"text": "after"})
     assert status == 200 and headers["X-Clip-Version"] == serving
     assert sagemaker.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Rejected"
@@ -178,24 +197,24 @@ def test_embedding_spaces_never_move_the_stable_url_unless_adopted(local_mode):
     stable_version = headers["X-Clip-Version"]
     assert headers["X-Clip-Space"] == old_space
 
-    succeeded = sum("SUCCEEDED" in line for line in local_mode.lines)
+    promoted = len(local_mode.promotions())
     other = json.loads(local_mode.cli("build", "clip-tiny", "--param", "RandomInitSeed=1"))
     assert other["status"] == "Succeeded"
     other_version = int(other["model_package_arn"].rsplit("/", 1)[1])
     local_mode.cli("approve", "clip-tiny", str(other_version))
-    local_mode.wait_for("SUCCEEDED", count=succeeded + 1)
+    own_space = local_mode.wait_for_promotions(promoted + 1)[-1]
+    assert own_space["status"] == "SUCCEEDED" and "re-embed" in own_space["reason"], own_space
     status, headers, _ = post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"})
     assert status == 200 and (headers["X-Clip-Version"], headers["X-Clip-Space"]) == (stable_version, old_space)  # did not move
     new_space = sagemaker.describe_model_package(ModelPackageName=other["model_package_arn"])["CustomerMetadataProperties"]["space"]
     status, headers, new_vector = pinned_post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"}, new_space)
     assert status == 200 and headers["X-Clip-Space"] == new_space and new_space != old_space and float(np.dot(old_vector, new_vector)) < 0.99
-    assert any("re-embed" in line for line in local_mode.lines)
     status, _, body = pinned_post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"}, "0123456789ab")
     assert status == 409 and body["error"]["code"] == "space_unavailable" and old_space in body["error"]["message"]
 
     adopted = json.loads(local_mode.cli("build", "clip-tiny", "--param", "RandomInitSeed=1"))
     local_mode.cli("approve", "clip-tiny", adopted["model_package_arn"].rsplit("/", 1)[1], "--adopt-space")
-    local_mode.wait_for("SUCCEEDED", count=succeeded + 2)
+    assert local_mode.wait_for_promotions(promoted + 2)[-1]["status"] == "SUCCEEDED"
     status, headers, vector = post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"})
     assert status == 200 and headers["X-Clip-Space"] == new_space and vector == new_vector  # the stable URL moved
     status, headers, vector = pinned_post(f"{local_mode.api}/tiny", {"text": "a photo of a dog"}, old_space)

@@ -21,6 +21,13 @@ from tests.model_build.standin_hub import STANDIN_MODEL_ID
 from tests.model_build.test_standin_hub import standin, standin_state  # noqa: F401  (session fixtures)
 
 
+def ready(state_file) -> bool:
+    try:
+        return json.loads(state_file.read_text()).get("ready", False)
+    except (OSError, ValueError):
+        return False
+
+
 def test_demo_serves_verified_pretrained_weights_through_the_stable_url(standin, tmp_path):  # noqa: F811
     api_port, moto_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -33,7 +40,7 @@ def test_demo_serves_verified_pretrained_weights_through_the_stable_url(standin,
     threading.Thread(target=lambda: [lines.append(line.rstrip()) for line in process.stdout], daemon=True).start()
     try:
         deadline = time.monotonic() + 400
-        while not any(line.startswith("   scikit-image's photo") or "rendered word" in line and "%" in line for line in lines):
+        while not ready(tmp_path / "local" / "state.json"):  # set once the first promotion served the example requests
             assert process.poll() is None, "local mode exited:\n" + "\n".join(lines[-40:])
             assert time.monotonic() < deadline, "\n".join(lines[-40:])
             time.sleep(0.5)
