@@ -27,13 +27,18 @@ from local_mode.recovery import PENDING, control_plane_lost, orphaned_servers, r
 
 
 def _alive(pid: int) -> bool:
+    """A process that runs (a zombie has ended: it only waits for its parent to read its status)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _command_line(pid: int) -> str | None:
