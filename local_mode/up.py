@@ -20,11 +20,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from clip_core.model_config import ModelConfig, load_model_config
-from clip_core.names import BOOTSTRAP_STACK, BUCKET_ENV, MODEL_ID_ENV, PLANNER_FUNCTION, PROJECT, SERVED_MODELS_ENV, SERVING_STACK, SMOKE_TEST_FUNCTION, STATE_MACHINE, artifact_bucket_name
+from clip_core.names import (BOOTSTRAP_STACK, BUCKET_ENV, PLANNER_FUNCTION, PROJECT, SERVING_STACK, SMOKE_TEST_FUNCTION, STATE_MACHINE,
+                             artifact_bucket_name)
 
 STATE_FILE = Path(".local/state.json")
 # B/32 by default: exporting and quantising L/14 takes minutes on a laptop (add it with --models).
@@ -93,136 +95,247 @@ def fetch_weights(configs: list[ModelConfig], log) -> None:
 
 def write_state(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)  # its readers (other commands, the tests polling it) never see half a file
+
+
+@dataclass
+class LocalMode:
+    """What local mode's stages start and hand on to the next (each stage is a function below, called in order by `run_local`)."""
+
+    settings: LocalSettings
+    status: LocalStatus
+    workdir: Path
+    log: Callable[[str], None]
+    control_plane: object = None
+    router: object = None
+    session: object = None  # a boto3 session on the control plane (the SageMaker runtime: the router)
+    servers: object = None
+    gateway: object = None
+    promoter: object = None
+    journal: object = None
+    configs: list = field(default_factory=list)
+    weights: str = ""
+    bucket: str = ""
+    state_machine_arn: str = ""
+    recovered: set = field(default_factory=set)  # models whose versions the journal restored (not built again)
+    handled: set = field(default_factory=set)  # package ARNs whose approval has been acted on
+
+    @property
+    def lambda_log(self) -> Path | None:
+        return None if self.settings.verbose else self.workdir / "api-lambda.log"
 
 
 def run_local(settings: LocalSettings, status: LocalStatus | None = None, stop: threading.Event | None = None, log=print) -> LocalStatus:
-    import boto3
-
-    from infra.deploy import build_lambda_zip, code_key_for
-    from infra.stacks import render
-    from infra.stacks.bootstrap import bootstrap_template
-    from infra.stacks.serving import serving_template
-    from local_mode.api_gateway import LocalApiGateway
-    from local_mode.control_plane import REGION, ControlPlane
     from local_mode import restore
-    from local_mode.inference_servers import InferenceServers
-    from local_mode.journal import finish_promotion, journal_for, record_promotion_started, sync_registry
     from local_mode.output import configure
-    from local_mode.promotion import LocalPromoter
-    from local_mode.runtime_router import RuntimeRouter, SageMakerMetrics
-    from pipeline.aws import run_pipeline_locally
-    from pipeline.settings import PipelineSettings
 
-    status = status or LocalStatus()
     stop = stop or threading.Event()
     configure(settings.verbose)
-    workdir = Path(settings.workdir).resolve()
-    restore.refuse_if_running(workdir)
-    restore.stop_orphaned_servers(workdir, log)
-    log("1. control plane: moto on loopback, Step Functions execution enabled")
-    control_plane = ControlPlane(settings.moto_port).start()
-    router = RuntimeRouter().start()
-    os.environ.update({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": router.url, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "WARNING"})
-    session = boto3.Session(region_name=REGION)
-    router.metrics = SageMakerMetrics(session.client("cloudwatch"))
-    servers = InferenceServers(session.client("s3"), workdir, log)
-    gateway = None
+    mode = LocalMode(settings, status or LocalStatus(), Path(settings.workdir).resolve(), log)
+    restore.refuse_if_running(mode.workdir)
+    restore.stop_orphaned_servers(mode.workdir, log)
     try:
-        configs, weights = choose_models(settings, log)
-        cloudformation, s3 = session.client("cloudformation"), session.client("s3")
-        cloudformation.create_stack(StackName=BOOTSTRAP_STACK, TemplateBody=render(bootstrap_template()))
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=BOOTSTRAP_STACK)["Stacks"][0]["Outputs"]}
-        code = build_lambda_zip(vendor_dependencies=False)
-        s3.put_object(Bucket=outputs["ArtifactBucketName"], Key=code_key_for(code), Body=code)
-        parameters = {"ArtifactBucket": outputs["ArtifactBucketName"], "KmsKeyArn": outputs["KmsKeyArn"], "LambdaCodeKey": code_key_for(code),
-                      "PollSeconds": settings.poll_seconds, "BakeSeconds": settings.bake_seconds}
-        cloudformation.create_stack(StackName=SERVING_STACK, TemplateBody=render(serving_template(configs, include_demo=True)),
-                                    Capabilities=["CAPABILITY_IAM"], Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()])
-        stack_outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=SERVING_STACK)["Stacks"][0]["Outputs"]}
-        state_machine_arn = register_state_machine(session, SERVING_STACK, stack_outputs["TopicArn"])
-        log(f"   stacks deployed into the control plane at {control_plane.url} (API Lambdas, promotion state machine, SNS topic)")
-        os.environ.update({SERVED_MODELS_ENV: ",".join(c.model_id for c in configs), MODEL_ID_ENV: configs[0].model_id, BUCKET_ENV: outputs["ArtifactBucketName"]})
-        pipeline_settings = PipelineSettings.from_env()
-        journal = journal_for(workdir)
-        recovered = restore.restore_registry(journal, session.client("sagemaker"), s3, configs, log) if journal.exists() else set()
-
-        if weights == "pretrained":
-            log("   weights: the files the model configs pin, verified by sha256")
-            fetch_weights(configs, log)
-        log(f"2. building {', '.join(c.model_id for c in configs)} with the SageMaker Pipeline definition, locally (weights: {weights})")
-        for config in configs:
-            if config.model_id in recovered:
-                log(f"   {config.model_id}: restored from the journal, not built again (clip-api local build {config.model_id}: a new version)")
-                continue
-            if config.model_id in SLOW_BUILDS:
-                log(f"   {SLOW_BUILDS[config.model_id]}")
-            started = time.monotonic()
-            result = run_pipeline_locally(config, pipeline_settings, workdir / "pipeline-runs", {"WeightsSource": weights}, log=lambda line: log("  " + line))
-            if result.status != "Succeeded":
-                raise RuntimeError(f"the {config.model_id} pipeline failed: {result.failure_reason}")
-            log(f"   registered {result.model_package_arn} (PendingManualApproval) after {time.monotonic() - started:.0f} s")
-            log(f"   {golden_case(workdir / 'pipeline-runs' / result.execution_id)}")
-            if settings.approve:
-                time.sleep(0.01)  # an approval is a later change than the registration (the planner checks; moto counts milliseconds)
-                session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
-                log("   approved (--approve)")
-            sync_registry(journal, session.client("sagemaker"), s3, [config.registry.model_package_group], "--approve")
-
-        lambda_log = None if settings.verbose else workdir / "api-lambda.log"
-        gateway = LocalApiGateway(configs, session.client("lambda"), PROJECT + "-{model_id}", port=settings.api_port,
-                                  lambda_log=lambda_log).start()
-        status.api_url, status.control_plane_url = gateway.url, control_plane.url
-        write_state(workdir / "state.json", {"pid": os.getpid(), "control_plane": control_plane.url, "api": gateway.url,
-                                               "models": [c.model_id for c in configs]})
-        promoter = LocalPromoter(session, control_plane, router, servers, state_machine_arn, log)
-        log("3. waiting for approvals (approve from another terminal: clip-api local approve MODEL_ID VERSION); Ctrl-C stops")
-        handled: set[str] = set()
-        announced = False
-        while not stop.is_set():
-            restore.require_control_plane(control_plane.url)
-            sync_registry(journal, session.client("sagemaker"), s3, [c.registry.model_package_group for c in configs], "seen in the registry")
-            for config in configs:
-                packages = session.client("sagemaker").list_model_packages(ModelPackageGroupName=config.registry.model_package_group,
-                                                                           ModelApprovalStatus="Approved")["ModelPackageSummaryList"]
-                for package in sorted(packages, key=lambda p: p["ModelPackageVersion"]):
-                    if package["ModelPackageArn"] in handled:
-                        continue
-                    handled.add(package["ModelPackageArn"])
-                    log(f"4. promoting {config.model_id} version {package['ModelPackageVersion']}")
-                    version = package["ModelPackageVersion"]
-                    record_promotion_started(journal, config.registry.model_package_group, version, package["ModelPackageArn"])
-                    outcome = promoter.promote(package["ModelPackageArn"])
-                    finish_promotion(journal, session.client("sagemaker"), session.client("dynamodb"), config.model_id,
-                                     config.registry.model_package_group, version, outcome)
-                    status.promotions.append(outcome)
-                    log(f"   {outcome.status}: {outcome.reason}")
-            if status.promotions and not announced:
-                announced = True
-                log("5. serving (local API Gateway -> real API Lambda handler -> local inference servers):")
-                for config in configs:
-                    log(f"   {gateway.url}/{config.route}")
-                log(f"   {gateway.url}/v1/embeddings")
-                if lambda_log:
-                    log(f"   the API Lambda's log and EMF metrics (CloudWatch Logs in AWS): {lambda_log}")
-                log(f"   try: curl -s -X POST {gateway.url}/{configs[0].route} -H 'Content-Type: application/json' -d '{{\"text\": \"a photo of a dog\"}}'")
-                if settings.example_requests:
-                    send_examples(gateway.url, configs[0], log)
-                    zero_shot_example(gateway.url, configs[0], weights, log)
-                status.ready.set()
-                if settings.exit_when_ready:
-                    stop.set()
-            stop.wait(1.0)
+        start_control_plane(mode)
+        mode.configs, mode.weights = choose_models(settings, log)
+        deploy_stacks(mode)
+        restore_from_journal(mode)
+        build_models(mode)
+        start_api(mode)
+        serve_until_stopped(mode, stop)
     finally:
-        log("stopping: inference servers, API, control plane")
-        if gateway:
-            gateway.stop()
-        servers.stop_all()
-        router.stop()
-        control_plane.stop()
-        (workdir / "state.json").unlink(missing_ok=True)
-    return status
+        shut_down(mode)
+    return mode.status
+
+
+def start_control_plane(mode: LocalMode) -> None:
+    """1. moto on loopback, the SageMaker runtime's router, and the session every later stage acts through."""
+    from local_mode.control_plane import ControlPlane
+    from local_mode.inference_servers import InferenceServers
+    from local_mode.runtime_router import RuntimeRouter, SageMakerMetrics
+
+    mode.log("1. control plane: moto on loopback, Step Functions execution enabled")
+    mode.control_plane = ControlPlane(mode.settings.moto_port).start()
+    mode.router = RuntimeRouter().start()
+    mode.session = mode.control_plane.session({"sagemaker-runtime": mode.router.url})
+    mode.router.metrics = SageMakerMetrics(mode.session.client("cloudwatch"))
+    mode.servers = InferenceServers(mode.session.client("s3"), mode.workdir, mode.log)
+
+
+def deploy_stacks(mode: LocalMode) -> None:
+    """The bootstrap and serving stacks, through `clip-api deploy`'s planner and executor; then the promotion state machine
+    in moto's executing Step Functions engine."""
+    from infra.deploy import deploy, stack_outputs
+
+    settings = mode.settings
+    # No vendored dependencies: moto's Lambda runs no code (local mode runs the handlers in-process); no SageMaker Pipelines
+    # to upsert: local mode runs their definitions itself; the demo models served too.
+    deploy(mode.session, (), vendor_dependencies=False, configs=mode.configs, include_demo=True,
+           serving_parameters={"PollSeconds": settings.poll_seconds, "BakeSeconds": settings.bake_seconds},
+           log=(lambda line: mode.log("   " + line)) if settings.verbose else (lambda _line: None))
+    cloudformation = mode.session.client("cloudformation")
+    mode.bucket = stack_outputs(cloudformation, BOOTSTRAP_STACK)["ArtifactBucketName"]
+    mode.state_machine_arn = register_state_machine(mode.session, SERVING_STACK, stack_outputs(cloudformation, SERVING_STACK)["TopicArn"])
+    mode.log(f"   stacks deployed into the control plane at {mode.control_plane.url} (API Lambdas, promotion state machine, SNS topic)")
+
+
+def restore_from_journal(mode: LocalMode) -> None:
+    """The registry a killed up-loop held, re-created from the workdir's journal (local_mode/restore.py)."""
+    from local_mode import restore
+    from local_mode.journal import journal_for
+
+    mode.journal = journal_for(mode.workdir)
+    if mode.journal.exists():
+        mode.recovered = restore.restore_registry(mode.journal, mode.session.client("sagemaker"), mode.session.client("s3"), mode.configs, mode.log)
+
+
+def local_pipeline_settings(bucket: str):
+    """The pipeline's settings in local mode: the control plane's region and bucket over this environment's CLIP_API_* settings."""
+    from local_mode.control_plane import REGION
+    from pipeline.settings import PipelineSettings
+
+    return PipelineSettings.from_env({**os.environ, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, BUCKET_ENV: bucket})
+
+
+def build_models(mode: LocalMode) -> None:
+    """2. each model's SageMaker Pipeline definition, run here: a registered version (approved at once with --approve)."""
+    if mode.weights == "pretrained":
+        mode.log("   weights: the files the model configs pin, verified by sha256")
+        fetch_weights(mode.configs, mode.log)
+    mode.log(f"2. building {', '.join(c.model_id for c in mode.configs)} with the SageMaker Pipeline definition, locally (weights: {mode.weights})")
+    pipeline_settings = local_pipeline_settings(mode.bucket)
+    for config in mode.configs:
+        if config.model_id in mode.recovered:
+            mode.log(f"   {config.model_id}: restored from the journal, not built again (clip-api local build {config.model_id}: a new version)")
+            continue
+        build_model(mode, config, pipeline_settings)
+
+
+def build_model(mode: LocalMode, config: ModelConfig, pipeline_settings) -> None:
+    from local_mode.journal import sync_registry
+    from pipeline.aws import run_pipeline_locally
+
+    if config.model_id in SLOW_BUILDS:
+        mode.log(f"   {SLOW_BUILDS[config.model_id]}")
+    started = time.monotonic()
+    result = run_pipeline_locally(config, pipeline_settings, mode.workdir / "pipeline-runs", {"WeightsSource": mode.weights},
+                                  log=lambda line: mode.log("  " + line), session=mode.session)
+    if result.status != "Succeeded":
+        raise RuntimeError(f"the {config.model_id} pipeline failed: {result.failure_reason}")
+    mode.log(f"   registered {result.model_package_arn} (PendingManualApproval) after {time.monotonic() - started:.0f} s")
+    mode.log(f"   {golden_case(mode.workdir / 'pipeline-runs' / result.execution_id)}")
+    if mode.settings.approve:
+        time.sleep(0.01)  # an approval is a later change than the registration (the planner checks; moto counts milliseconds)
+        mode.session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
+        mode.log("   approved (--approve)")
+    sync_registry(mode.journal, mode.session.client("sagemaker"), mode.session.client("s3"), [config.registry.model_package_group], "--approve")
+
+
+def lambda_runtime_environment(mode: LocalMode) -> dict[str, str]:
+    """What the Lambda runtime gives the in-process handlers beside their functions' variables: the control plane's and the
+    router's endpoints, credentials, and Powertools without X-Ray, without CloudWatch metrics and at WARNING."""
+    from local_mode.control_plane import REGION
+
+    return {"AWS_ENDPOINT_URL": mode.control_plane.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": mode.router.url, "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
+
+
+def start_api(mode: LocalMode) -> None:
+    """The local API Gateway in front of the real API handler, the promoter, and the state file other commands read."""
+    from local_mode.api_gateway import LocalApiGateway
+    from local_mode.promotion import LocalPromoter
+
+    mode.gateway = LocalApiGateway(mode.configs, mode.session.client("lambda"), PROJECT + "-{model_id}", port=mode.settings.api_port,
+                                   lambda_log=mode.lambda_log, runtime_environment=lambda_runtime_environment(mode)).start()
+    mode.status.api_url, mode.status.control_plane_url = mode.gateway.url, mode.control_plane.url
+    mode.promoter = LocalPromoter(mode.session, mode.control_plane, mode.router, mode.servers, mode.state_machine_arn, mode.log)
+    save_state(mode)
+
+
+def save_state(mode: LocalMode) -> None:
+    """The state file: where local mode runs (for `clip-api local approve|build|down`), what its promotions ended as, whether it is ready."""
+    write_state(mode.workdir / "state.json", {
+        "pid": os.getpid(), "control_plane": mode.control_plane.url, "api": mode.gateway.url, "models": [c.model_id for c in mode.configs],
+        "promotions": [asdict(outcome) for outcome in mode.status.promotions], "ready": mode.status.ready.is_set()})
+
+
+def serve_until_stopped(mode: LocalMode, stop: threading.Event) -> None:
+    """3.-7. act on approvals as the EventBridge rule would; after the first promotion, say where it serves and send the examples."""
+    mode.log("3. waiting for approvals (approve from another terminal: clip-api local approve MODEL_ID VERSION); Ctrl-C stops")
+    while not stop.is_set():
+        promote_new_approvals(mode)
+        if mode.status.promotions and not mode.status.ready.is_set():
+            announce_serving(mode)
+            if mode.settings.example_requests:
+                send_examples(mode.gateway.url, mode.configs[0], mode.log)
+                zero_shot_example(mode.gateway.url, mode.configs[0], mode.weights, mode.log)
+            mode.status.ready.set()
+            save_state(mode)
+            if mode.settings.exit_when_ready:
+                stop.set()
+        stop.wait(1.0)
+
+
+def approved_packages(mode: LocalMode, config: ModelConfig) -> list[dict]:
+    packages = mode.session.client("sagemaker").list_model_packages(ModelPackageGroupName=config.registry.model_package_group,
+                                                                    ModelApprovalStatus="Approved")["ModelPackageSummaryList"]
+    return sorted(packages, key=lambda p: p["ModelPackageVersion"])
+
+
+def promote_new_approvals(mode: LocalMode) -> None:
+    """4. the promotion workflow, once for each approval not acted on yet, in version order."""
+    from local_mode import restore
+    from local_mode.journal import sync_registry
+
+    restore.require_control_plane(mode.control_plane.url)
+    sagemaker, s3 = mode.session.client("sagemaker"), mode.session.client("s3")
+    sync_registry(mode.journal, sagemaker, s3, [c.registry.model_package_group for c in mode.configs], "seen in the registry")
+    for config in mode.configs:
+        for package in approved_packages(mode, config):
+            if package["ModelPackageArn"] not in mode.handled:
+                mode.handled.add(package["ModelPackageArn"])
+                promote(mode, config, package)
+
+
+def promote(mode: LocalMode, config: ModelConfig, package: dict) -> None:
+    from local_mode.journal import finish_promotion, record_promotion_started
+
+    version, group = package["ModelPackageVersion"], config.registry.model_package_group
+    mode.log(f"4. promoting {config.model_id} version {version}")
+    record_promotion_started(mode.journal, group, version, package["ModelPackageArn"])
+    outcome = mode.promoter.promote(package["ModelPackageArn"])
+    finish_promotion(mode.journal, mode.session.client("sagemaker"), mode.session.client("dynamodb"), config.model_id, group, version, outcome)
+    mode.status.promotions.append(outcome)
+    save_state(mode)
+    mode.log(f"   {outcome.status}: {outcome.reason}")
+
+
+def announce_serving(mode: LocalMode) -> None:
+    """5. the stable URLs, and where the API Lambda's log goes."""
+    url, configs = mode.gateway.url, mode.configs
+    mode.log("5. serving (local API Gateway -> real API Lambda handler -> local inference servers):")
+    for config in configs:
+        mode.log(f"   {url}/{config.route}")
+    mode.log(f"   {url}/v1/embeddings")
+    if mode.lambda_log:
+        mode.log(f"   the API Lambda's log and EMF metrics (CloudWatch Logs in AWS): {mode.lambda_log}")
+    mode.log(f"   try: curl -s -X POST {url}/{configs[0].route} -H 'Content-Type: application/json' -d '{{\"text\": \"a photo of a dog\"}}'")
+
+
+def shut_down(mode: LocalMode) -> None:
+    """Whatever the stages started, in reverse; the state file goes last."""
+    mode.log("stopping: inference servers, API, control plane")
+    if mode.gateway is not None:
+        mode.gateway.stop()
+    if mode.servers is not None:
+        mode.servers.stop_all()
+    if mode.router is not None:
+        mode.router.stop()
+    if mode.control_plane is not None:
+        mode.control_plane.stop()
+    (mode.workdir / "state.json").unlink(missing_ok=True)
 
 
 def send_examples(api_url: str, config: ModelConfig, log) -> None:
@@ -342,22 +455,21 @@ def _read_state(workdir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _use_control_plane(state: dict) -> None:
-    os.environ.update({"AWS_ENDPOINT_URL": state["control_plane"], "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-                       "AWS_DEFAULT_REGION": "us-east-1"})
+def control_plane_session(workdir: Path = Path(".local")):
+    """A boto3 session on the running local mode's control plane (its state file names where)."""
+    from local_mode.control_plane import ControlPlaneSession
+
+    return ControlPlaneSession(_read_state(workdir)["control_plane"])
 
 
 def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_space: bool = False) -> str:
     """Approve a version, as a person does in the Model Registry. `adopt_space` also records the
     decision to move the stable URL to the version's embedding space (issue 17): the package's
     `adopt_space` metadata, set to its own `space`, in the same call as the approval."""
-    import boto3
-
     from local_mode.journal import journal_for, record_status
     from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY
 
-    _use_control_plane(_read_state(workdir))
-    sagemaker = boto3.client("sagemaker")
+    sagemaker = control_plane_session(workdir).client("sagemaker")
     group = load_model_config(model_id).registry.model_package_group
     for package in sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
         if package["ModelPackageVersion"] == version:
@@ -376,22 +488,20 @@ def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_s
 
 def build(model_id: str, parameters: dict, workdir: Path = Path(".local")):
     """Run the model's pipeline again against the running local mode: a new registered version."""
+    from local_mode.control_plane import ACCOUNT, REGION
     from pipeline.aws import run_pipeline_locally
-    from pipeline.settings import PipelineSettings
 
-    _use_control_plane(_read_state(workdir))
-    os.environ.setdefault(BUCKET_ENV, artifact_bucket_name("123456789012", "us-east-1"))
+    session = control_plane_session(workdir)
     config = load_model_config(model_id)
     if config.demo_only:
         parameters = {"WeightsSource": "random", **parameters}  # demo models have no released weights
-    result = run_pipeline_locally(config, PipelineSettings.from_env(), Path(workdir) / "pipeline-runs", parameters,
-                                  log=lambda line: print(line, file=sys.stderr))
+    pipeline_settings = local_pipeline_settings(os.environ.get(BUCKET_ENV) or artifact_bucket_name(ACCOUNT, REGION))
+    result = run_pipeline_locally(config, pipeline_settings, Path(workdir) / "pipeline-runs", parameters,
+                                  log=lambda line: print(line, file=sys.stderr), session=session)
     if result.model_package_arn:
-        import boto3
-
         from local_mode.journal import journal_for, record_package
 
-        record_package(journal_for(workdir), boto3.client("sagemaker"), boto3.client("s3"), result.model_package_arn, "clip-api local build")
+        record_package(journal_for(workdir), session.client("sagemaker"), session.client("s3"), result.model_package_arn, "clip-api local build")
     return result
 
 
