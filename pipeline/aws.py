@@ -13,9 +13,8 @@ from botocore.exceptions import ClientError
 
 from clip_core.model_config import ModelConfig
 from clip_core.s3_uri import split_s3_uri
-from pipeline.settings import PipelineSettings
+from pipeline.settings import ENTRY_SCRIPT, PipelineSettings
 
-ENTRY_SCRIPT = Path(__file__).with_name("processing_entry.py")
 
 
 def ensure_model_package_group(sagemaker, config: ModelConfig) -> str:

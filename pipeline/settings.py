@@ -6,12 +6,23 @@ variables it uses placeholder ARNs and URIs that make the JSON reviewable.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from clip_core.names import BUCKET_ENV, PROJECT, artifact_bucket_name
 
 PLACEHOLDER_ACCOUNT = "123456789012"
+ENTRY_SCRIPT = Path(__file__).with_name("processing_entry.py")
+
+
+@cache
+def entry_script_name() -> str:
+    """The entry script's S3 name holds its content's digest: a pipeline definition names the script it was upserted
+    with, so running executions keep their script (which matches their image) when a deploy uploads a new one."""
+    return f"processing_entry-{hashlib.sha256(ENTRY_SCRIPT.read_bytes()).hexdigest()[:16]}.py"
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class PipelineSettings:
 
     @property
     def code_uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}/code/processing_entry.py"
+        return f"s3://{self.bucket}/{self.prefix}/code/{entry_script_name()}"
 
     def run_prefix(self, model_id: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}/pipelines/{model_id}"

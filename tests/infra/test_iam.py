@@ -454,7 +454,7 @@ def test_builds_cannot_rewrite_what_cloudformation_and_codebuild_run(deployment)
     pipeline = deployment.role("serving/PipelineRole").key
     assert deployment.allowed(pipeline, "s3:PutObject", f"arn:aws:s3:::{bucket}/clip-embedding-api/pipelines/clip-tiny/run/artifact/model.tar.gz", {})
     for key in ("clip-embedding-api/templates/serving-0123.yaml", "clip-embedding-api/lambda/0123.zip", "clip-embedding-api/deploy/last-deployed-commit",
-                "clip-embedding-api/code/processing_entry.py"):
+                "clip-embedding-api/code/processing_entry-0123456789abcdef.py"):
         assert not deployment.allowed(pipeline, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", {}), key
 
 

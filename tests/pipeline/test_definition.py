@@ -12,7 +12,7 @@ import pytest
 from inference_code.manifest import embedding_space
 from pipeline.definition import pipeline_definition
 from pipeline.local_runner import LocalPipelineRunner, json_path
-from pipeline.settings import PipelineSettings
+from pipeline.settings import ENTRY_SCRIPT, PipelineSettings, entry_script_name
 
 SETTINGS = PipelineSettings.from_env({"CLIP_API_REGION": "eu-west-1", "CLIP_API_ACCOUNT_ID": "111122223333"})
 
@@ -71,14 +71,14 @@ def test_processing_steps_run_the_clip_api_entry_point(definition):
     for step in (package, validate):
         app = step["Arguments"]["AppSpecification"]
         assert app["ImageUri"] == "111122223333.dkr.ecr.eu-west-1.amazonaws.com/clip-embedding-api-build:latest"
-        assert app["ContainerEntrypoint"] == ["python3", "/opt/ml/processing/input/code/processing_entry.py"]
+        assert app["ContainerEntrypoint"] == ["python3", f"/opt/ml/processing/input/code/{entry_script_name()}"]
         assert step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {"Get": "Parameters.ProcessingInstanceType"}
     arguments = package["Arguments"]["AppSpecification"]["ContainerArguments"]
     assert arguments[:2] == ["package", "clip-vit-b-32"]
     assert {"Get": "Parameters.WeightsSource"} in arguments and {"Get": "Parameters.Variant"} in arguments
     assert validate["Arguments"]["AppSpecification"]["ContainerArguments"][0] == "validate"
     inputs = {i["S3Input"]["LocalPath"]: i["S3Input"] for i in validate["Arguments"]["ProcessingInputs"]}
-    assert inputs["/opt/ml/processing/input/code"]["S3Uri"].endswith("/code/processing_entry.py")
+    assert inputs["/opt/ml/processing/input/code"]["S3Uri"].endswith(f"/code/{entry_script_name()}")
     artifact_input = inputs["/opt/ml/processing/input/artifact"]
     assert artifact_input["S3Uri"] == {"Get": "Steps.Package.ProcessingOutputConfig.Outputs['artifact'].S3Output.S3Uri"}
     output_uri = package["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]["Std:Join"]["Values"]
@@ -142,3 +142,15 @@ def test_definition_builds_without_credentials(tmp_path):
 def test_no_experiment_tracking_is_configured(definition):
     """A default PipelineExperimentConfig would create SageMaker Experiments trials, which the pipeline role may not do."""
     assert definition.get("PipelineExperimentConfig") is None
+
+
+def test_the_entry_script_key_names_its_content(definition):
+    """A deploy uploads the entry script beside the last one, never over it: executions already running keep the
+    script their definition names, which matches the processing image they run."""
+    import hashlib
+
+    digest = hashlib.sha256(ENTRY_SCRIPT.read_bytes()).hexdigest()[:16]
+    assert entry_script_name() == f"processing_entry-{digest}.py"
+    code_inputs = [i["S3Input"]["S3Uri"] for step in definition["Steps"] if step["Type"] == "Processing"
+                   for i in step["Arguments"]["ProcessingInputs"] if i["S3Input"]["LocalPath"] == "/opt/ml/processing/input/code"]
+    assert code_inputs and all(uri.endswith(f"/code/processing_entry-{digest}.py") for uri in code_inputs)
