@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         return verbs.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
 
     workdir_help = "local mode's working directory (its state.json, pipeline runs, logs)"
-    verbose_help = "also print the libraries' warnings and INFO logs (sagemaker, stepfunctions, moto)"
+    verbose_help = "also print the libraries' warnings and INFO logs (sagemaker, moto)"
 
     local_up = verb("up", "start local mode: control plane, build, promotion, stable URLs (Ctrl-C stops)")
     local_up.add_argument("--models", help="comma-separated model ids (default: clip-vit-b-32; add clip-vit-l-14 for L/14, "

@@ -86,11 +86,27 @@ def reached_files(modules: Iterable[str], roots: Sequence[Path] = SOURCE_ROOTS) 
     return files
 
 
-def bundle_files(lambda_root: Path = LAMBDA_ROOT, roots: Sequence[Path] = SOURCE_ROOTS) -> dict[str, Path]:
-    """Archive name -> file: the code every handler reaches, and clip_core's package data."""
-    files = reached_files(handler_modules(lambda_root), roots)
-    files |= {f"clip_core/configs/{path.relative_to(PACKAGED_CONFIGS_DIR).as_posix()}": path
-              for path in PACKAGED_CONFIGS_DIR.rglob("*") if path.is_file()}
+CONFIG_PATTERNS = ("models/*.yaml", "models/*.npz", "open_clip/*.json")  # clip_core's package data (pyproject.toml)
+
+
+class BundleError(RuntimeError):
+    """The zip would deploy functions that cannot start: refused before anything is uploaded."""
+
+
+def bundle_files(lambda_root: Path = LAMBDA_ROOT, roots: Sequence[Path] = SOURCE_ROOTS,
+                 configs_dir: Path = PACKAGED_CONFIGS_DIR) -> dict[str, Path]:
+    """Archive name -> file: the code every handler reaches, and clip_core's package data. A source tree without the
+    functions' code (an installed package) or without model configs (a checkout that kept clip_core/configs as a
+    text file instead of a link) is refused: the API Lambda loads the configs when it starts."""
+    handlers = handler_modules(lambda_root)
+    if not handlers:
+        raise BundleError(f"no Lambda handler under {lambda_root / LAMBDA_PACKAGE}: build the zip from a source checkout")
+    files = reached_files(handlers, roots)
+    missing = [module for module in handlers if module_file(module, roots) is None]
+    configs = sorted({path for pattern in CONFIG_PATTERNS for path in configs_dir.glob(pattern) if path.is_file()})
+    if missing or not any(path.suffix == ".yaml" for path in configs):
+        raise BundleError(f"the Lambda zip would lack {missing or f'the model configs (none under {configs_dir})'}")
+    files |= {f"clip_core/configs/{path.relative_to(configs_dir).as_posix()}": path for path in configs}
     return files
 
 

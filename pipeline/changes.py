@@ -23,6 +23,7 @@ BUILD_CODE = (
     "clip_core/",
     "configs/",
     "infra/base-images.json",
+    ".dockerignore",  # what the processing image's build context holds
     "pyproject.toml",
 )
 

@@ -166,3 +166,12 @@ def test_the_build_context_leaves_out_environments_and_the_configs_link():
     ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", ".venv-*", "clip_core/configs"} <= ignored
     assert "COPY configs ./clip_core/configs" in (REPO_ROOT / "model_build" / "Dockerfile").read_text()
+
+
+def test_the_serving_image_copies_the_foundation_modules_the_artifacts_carry():
+    """The image and every artifact's code/ hold the same clip_core modules; the tests simulate the image from the list."""
+    from model_build.package import SERVING_FOUNDATION_FILES
+
+    dockerfile = (REPO_ROOT / "inference_code" / "Dockerfile").read_text()
+    line = next(line for line in dockerfile.splitlines() if line.startswith("COPY clip_core/"))
+    assert line.split()[1:-1] == [f"clip_core/{name}" for name in SERVING_FOUNDATION_FILES]

@@ -128,7 +128,7 @@ class _Functions:
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_gateway_sends_the_lambdas_stdout_to_its_log(verbose, monkeypatch, tmp_path, capsys):
-    from clip_api.model_config import load_model_config
+    from clip_core.model_config import load_model_config
     from local_mode.api_gateway import LocalApiGateway
 
     def handler(event, context):

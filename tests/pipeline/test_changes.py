@@ -60,6 +60,7 @@ def test_code_the_build_does_not_run_starts_no_pipeline(path):
         "clip_core/smoke_cases.py",  # model_validation/validate.py writes the smoke-test references in its format
         "clip_core/limits.py",  # copied into every artifact's manifest and code
         "infra/base-images.json",  # the processing and serving base images (torch, Python)
+        ".dockerignore",  # what the processing image's build context holds
         "pyproject.toml",
     ],
 )

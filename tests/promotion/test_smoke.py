@@ -93,7 +93,7 @@ def test_validation_writes_smoke_references_that_open_clip_computes(tiny_fp32, t
     result = validate_artifact(tiny_fp32.directory, tiny_config)
     result.write(tmp_path / "evaluation.json")
     cases = json.loads((tmp_path / smoke_cases.SMOKE_FILE).read_text())["cases"]
-    assert [c["request"].get("text") for c in cases[:3]] == list(smoke.SMOKE_TEXTS) and list(cases[3]["request"]) == ["image"]
+    assert [c["request"].get("text") for c in cases[:3]] == list(smoke_cases.SMOKE_TEXTS) and list(cases[3]["request"]) == ["image"]
     texts = [c["request"]["text"] for c in cases[:3]]
     reference = np.concatenate([tiny_reference.embed_texts(texts), tiny_reference.embed_images([base64.b64decode(cases[3]["request"]["image"])])])
     expected_by_open_clip = [{"request": c["request"], "expected": vector.tolist()} for c, vector in zip(cases, reference)]
