@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clip_core.limits import ServingLimits
+from clip_core.names import ENDPOINT_NAME_PREFIX, endpoint_stem
 from clip_core.paths import MODEL_CONFIGS_DIR
 
 Variant = Literal["fp32", "int8"]
@@ -168,4 +169,9 @@ def list_model_ids(configs_dir: Path = MODEL_CONFIGS_DIR) -> list[str]:
 
 
 def load_all_model_configs(configs_dir: Path = MODEL_CONFIGS_DIR) -> list[ModelConfig]:
-    return [load_model_config(model_id, configs_dir) for model_id in list_model_ids(configs_dir)]
+    configs = [load_model_config(model_id, configs_dir) for model_id in list_model_ids(configs_dir)]
+    stems = [endpoint_stem(config.model_id) for config in configs]
+    if len(set(stems)) != len(stems):
+        same = sorted({config.model_id for config, stem in zip(configs, stems) if stems.count(stem) > 1})
+        raise ValueError(f"models {same} would name their endpoints alike ({ENDPOINT_NAME_PREFIX}<model>-v<n>): rename one")
+    return configs

@@ -29,6 +29,26 @@ def artifact_bucket_name(account: str, region: str) -> str:
     return f"{PROJECT}-{account}-{region}"
 
 
+# SageMaker models, endpoint configs and endpoints: <stem>-v<version>, with IAM scoped to clip-* (infra/stacks).
+ENDPOINT_NAME_PREFIX = "clip-"
+
+
+def endpoint_stem(model_id: str) -> str:
+    """clip-vit-b-32 for model clip-vit-b-32 (not clip-clip-vit-b-32), clip-foo for model foo."""
+    return model_id if model_id.startswith(ENDPOINT_NAME_PREFIX) else ENDPOINT_NAME_PREFIX + model_id
+
+
+def endpoint_prefixes(model_id: str) -> tuple[str, ...]:
+    """The prefixes of a model's endpoint names: today's, then the one used before (clip-<model_id>-v), so the
+    endpoints an earlier release created are still found and retired."""
+    return tuple(dict.fromkeys((f"{endpoint_stem(model_id)}-v", f"{ENDPOINT_NAME_PREFIX}{model_id}-v")))
+
+
+def is_model_endpoint(name: str, prefixes: tuple[str, ...]) -> bool:
+    """One of the prefixes, then the version number only: clip-a-v2-v1 is model clip-a-v2's, not clip-a's."""
+    return any(name.startswith(prefix) and name[len(prefix):].isdigit() for prefix in prefixes)
+
+
 # Environment variables: written by the templates (or local mode), read by the code they configure.
 POINTER_TABLE_ENV = "SERVING_POINTER_TABLE"  # the Lambdas: the serving pointer table
 MODEL_ID_ENV = "MODEL_ID"  # the API Lambda: the model it serves

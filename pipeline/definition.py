@@ -39,7 +39,7 @@ from sagemaker.workflow.properties import PropertyFile  # noqa: E402
 from sagemaker.workflow.steps import ProcessingStep  # noqa: E402
 
 from clip_core.model_config import ModelConfig  # noqa: E402
-from clip_core.names import model_resource_name
+from clip_core.names import endpoint_stem, model_resource_name
 from inference_code.manifest import VALIDATED_MANIFEST_ENV  # noqa: E402
 from pipeline.settings import PipelineSettings  # noqa: E402
 
@@ -81,7 +81,7 @@ def build_pipeline(config: ModelConfig, settings: PipelineSettings, session: Pip
         max_runtime_in_seconds=3600,
         role=settings.role_arn,
         sagemaker_session=session,
-        base_job_name=f"clip-{config.model_id}",
+        base_job_name=endpoint_stem(config.model_id),
     )
     package = ProcessingStep(
         name="Package",

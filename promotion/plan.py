@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from clip_core.model_config import ModelConfig
-from clip_core.names import METRICS_NAMESPACE, METRICS_SERVICE, POINTER_TABLE
+from clip_core.names import METRICS_NAMESPACE, METRICS_SERVICE, POINTER_TABLE, endpoint_stem
 from inference_code.manifest import VALIDATED_MANIFEST_ENV
 from promotion.pointer import SPACE_PATTERN, ServingPointer, SpaceRoute
 
@@ -82,9 +82,9 @@ STANDBY_SUFFIX = "-sb"
 
 
 def resource_name(model_id: str, version: int) -> str:
-    """Endpoint, endpoint config and model share one name per version: clip-<model>-v<version>
+    """Endpoint, endpoint config and model share one name per version: <endpoint stem>-v<version>, e.g. clip-vit-b-32-v3
     (short enough for its standby config, <name>-sb, to fit SageMaker's limit too)."""
-    name = re.sub(r"[^a-zA-Z0-9-]", "-", f"clip-{model_id}-v{version}")
+    name = re.sub(r"[^a-zA-Z0-9-]", "-", f"{endpoint_stem(model_id)}-v{version}")
     if len(name) + len(STANDBY_SUFFIX) > _NAME_LIMIT:
         raise ValueError(f"{name}{STANDBY_SUFFIX} is longer than SageMaker's {_NAME_LIMIT} characters")
     return name
@@ -97,10 +97,6 @@ def standby_config(config: ModelConfig) -> dict | None:
     if "ProvisionedConcurrency" not in serving:
         return None
     return {key: value for key, value in serving.items() if key != "ProvisionedConcurrency"}
-
-
-def endpoint_prefix(model_id: str) -> str:
-    return f"clip-{model_id}-v"
 
 
 def serverless_config(config: ModelConfig) -> dict:

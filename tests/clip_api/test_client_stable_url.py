@@ -19,7 +19,7 @@ import pytest
 from clip_api.client import ClipClient, InvalidInputError, RateLimitedError
 
 POINTER_TABLE = "clip-embedding-api-serving-pointer"
-ENDPOINT = "clip-clip-tiny-v1"
+ENDPOINT = "clip-tiny-v1"
 
 
 class _Functions:

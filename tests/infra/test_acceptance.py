@@ -41,16 +41,16 @@ def test_teardown_leaves_nothing_of_a_run_behind(deployed):
 
     sagemaker = deployed.client("sagemaker")
     role = deployed.client("iam").list_roles()["Roles"][0]["Arn"]
-    sagemaker.create_model(ModelName="clip-clip-tiny-v1", ExecutionRoleArn=role, PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
-    sagemaker.create_endpoint_config(EndpointConfigName="clip-clip-tiny-v1", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "clip-clip-tiny-v1", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
-    sagemaker.create_endpoint(EndpointName="clip-clip-tiny-v1", EndpointConfigName="clip-clip-tiny-v1")
-    deployed.client("dynamodb").put_item(TableName=POINTER_TABLE, Item=ServingPointer("clip-tiny", "clip-clip-tiny-v1", 1).to_item())
-    deployed.client("cloudwatch").put_metric_alarm(AlarmName="clip-clip-tiny-v1-throttles", MetricName="Throttles", Namespace="ClipEmbeddingApi",
+    sagemaker.create_model(ModelName="clip-tiny-v1", ExecutionRoleArn=role, PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
+    sagemaker.create_endpoint_config(EndpointConfigName="clip-tiny-v1", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "clip-tiny-v1", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sagemaker.create_endpoint(EndpointName="clip-tiny-v1", EndpointConfigName="clip-tiny-v1")
+    deployed.client("dynamodb").put_item(TableName=POINTER_TABLE, Item=ServingPointer("clip-tiny", "clip-tiny-v1", 1).to_item())
+    deployed.client("cloudwatch").put_metric_alarm(AlarmName="clip-tiny-v1-throttles", MetricName="Throttles", Namespace="ClipEmbeddingApi",
                                                    Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
     before = acceptance.leftovers(deployed)
-    for expected in ("endpoint clip-clip-tiny-v1", "model clip-clip-tiny-v1", f"stack {SERVING_STACK}", "pipeline clip-embedding-api-clip-tiny",
-                     f"DynamoDB table {POINTER_TABLE}", "alarm clip-clip-tiny-v1-throttles"):
+    for expected in ("endpoint clip-tiny-v1", "model clip-tiny-v1", f"stack {SERVING_STACK}", "pipeline clip-embedding-api-clip-tiny",
+                     f"DynamoDB table {POINTER_TABLE}", "alarm clip-tiny-v1-throttles"):
         assert expected in before, before
     assert acceptance.teardown(deployed, log=lambda _: None) == []
 

@@ -175,7 +175,7 @@ def test_a_stack_update_does_not_change_which_endpoint_serves(aws_env, moto_aws,
     tiny = load_model_config("clip-tiny")
     deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny.model_copy(update={"demo_only": False})])
     dynamodb = session.client("dynamodb")
-    promoted = ServingPointer("clip-tiny", "clip-clip-tiny-v3", 3, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/3")
+    promoted = ServingPointer("clip-tiny", "clip-tiny-v3", 3, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/3")
     dynamodb.put_item(TableName=POINTER_TABLE, Item=promoted.to_item())  # what SwitchTraffic writes
     configs = [tiny.model_copy(update={"demo_only": False}), *ten_model_configs(tmp_path)[:1]]
     actions = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=configs, notification_email="ops@example.com")
@@ -312,16 +312,16 @@ def test_upgrading_a_deployment_from_before_the_pointer_table_keeps_what_serves(
     lambda_client = session.client("lambda")
     function = "clip-embedding-api-clip-tiny"
     variables = lambda_client.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
-    legacy = {"SAGEMAKER_ENDPOINT_NAME": "clip-clip-tiny-v7", "MODEL_PACKAGE_VERSION": "7",
+    legacy = {"SAGEMAKER_ENDPOINT_NAME": "clip-tiny-v7", "MODEL_PACKAGE_VERSION": "7",
               "MODEL_PACKAGE_ARN": "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/7"}
     lambda_client.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, **legacy}})
     change_templates(monkeypatch, "serving.yaml", mark=" (upgraded)")
     actions = deploy(session, ("clip-tiny",), vendor_dependencies=False, log=lambda _: None, configs=[tiny])
     migration = next(a for a in actions if isinstance(a, MigratePointers))
     dynamodb = session.client("dynamodb")
-    assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == ServingPointer("clip-tiny", "clip-clip-tiny-v7", 7, legacy["MODEL_PACKAGE_ARN"])
+    assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == ServingPointer("clip-tiny", "clip-tiny-v7", 7, legacy["MODEL_PACKAGE_ARN"])
     # a pointer the workflow wrote since is never overwritten by what an environment still says
-    promoted = ServingPointer("clip-tiny", "clip-clip-tiny-v8", 8, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/8")
+    promoted = ServingPointer("clip-tiny", "clip-tiny-v8", 8, "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-tiny/8")
     dynamodb.put_item(TableName=POINTER_TABLE, Item=promoted.to_item())
     deploy_module.execute([MigratePointers(POINTER_TABLE, migration.pointers)], session, b"", {}, log=lambda _: None)
     assert read_pointer(dynamodb, POINTER_TABLE, "clip-tiny", consistent=True) == promoted

@@ -157,7 +157,7 @@ def test_the_smoke_test_role_allows_every_call_the_smoke_test_makes(deployment, 
     recorder.calls.clear()
     from clip_lambdas.smoke_test import app
 
-    app.handler({"endpoint_name": "clip-clip-vit-b-32-v2", "model_id": "clip-vit-b-32", "version": 2,
+    app.handler({"endpoint_name": "clip-vit-b-32-v2", "model_id": "clip-vit-b-32", "version": 2,
                  "smoke_test_uri": f"s3://{bucket}/{key}", "min_cosine": 0.999}, Context(name))
     operations = {c.operation for c in recorder.calls}
     assert {"GetObject", "InvokeEndpoint"} <= operations, operations
@@ -175,7 +175,7 @@ def test_the_api_role_allows_every_call_the_api_makes(deployment, recorder, monk
         monkeypatch.setenv(key, str(value))
     create_tables(deployment)
     if "SERVING_POINTER_TABLE" in env:
-        set_pointer(env["SERVING_POINTER_TABLE"], "clip-vit-b-32", "clip-clip-vit-b-32-v2", 2, ip.arn("sagemaker", "model-package/clip-vit-b-32/2"))
+        set_pointer(env["SERVING_POINTER_TABLE"], "clip-vit-b-32", "clip-vit-b-32-v2", 2, ip.arn("sagemaker", "model-package/clip-vit-b-32/2"))
     module = importlib.import_module("clip_lambdas.api.app")
     for attribute in ("runtime", "dynamodb", "lambda_client", "directory"):
         if hasattr(module.Clients, attribute):

@@ -66,7 +66,7 @@ def api(monkeypatch, aws_env):
         def set_pointer(model_id: str, endpoint: str, version: int = 3) -> None:
             dynamodb.put_item(TableName=POINTER_TABLE, Item=ServingPointer(model_id, endpoint, version, f"arn:{model_id}/{version}").to_item())
 
-        set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v3")
+        set_pointer("clip-vit-b-32", "clip-vit-b-32-v3")
         monkeypatch.setenv("SERVING_POINTER_TABLE", POINTER_TABLE)
         runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
         monkeypatch.setattr(module.Clients, "runtime", runtime)

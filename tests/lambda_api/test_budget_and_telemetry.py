@@ -121,7 +121,7 @@ def test_no_embedding_is_recorded_in_traces(api, monkeypatch):
             recorded.append((method_name, data))
 
     monkeypatch.setattr(module.tracer, "_add_response_as_metadata", record)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"})
     status, _, _ = call(module, api_event(body={"text": "a dog"}))
     assert status == 200
     assert not recorded, f"responses recorded as trace metadata: {[name for name, _ in recorded]}"
@@ -181,7 +181,7 @@ def test_latency_is_the_real_handling_time(api, monkeypatch, capsys):
     import time
 
     module, runtime, _ = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"})
     real_invoke = module.invoke_endpoint
 
     def slow_invoke(*args, **kwargs):
@@ -205,7 +205,7 @@ def test_every_metric_has_one_dimension_set_whatever_the_path(api, monkeypatch, 
     if service_env:
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service_env)
     monkeypatch.setattr("clip_lambdas.api.endpoints.time.sleep", lambda s: None)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"})
     call(module, api_event(body={"text": "a dog"}))
     call(module, api_event(body={"text": ""}))
     call(module, api_event(raw='{"text": ' + "[" * 5000))
@@ -257,7 +257,7 @@ def test_the_throttles_alarm_selects_the_dimensions_a_real_emf_line_carries(api,
     assert len(emitted) == 1
     directive = emitted[0]["_aws"]["CloudWatchMetrics"][0]
     emitted_dimensions = {name: emitted[0][name] for name in directive["Dimensions"][0]}
-    alarm = next(a for a in alarm_specs(b32_config, "clip-clip-vit-b-32-v3", "arn:topic") if a["AlarmName"].endswith("-throttles"))
+    alarm = next(a for a in alarm_specs(b32_config, "clip-vit-b-32-v3", "arn:topic") if a["AlarmName"].endswith("-throttles"))
     metric = alarm["Metrics"][0]["MetricStat"]["Metric"]
     assert metric["Namespace"] == directive["Namespace"] and metric["MetricName"] == "Throttles"
     assert {d["Name"]: d["Value"] for d in metric["Dimensions"]} == emitted_dimensions

@@ -34,11 +34,11 @@ def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b
     package = PackageInfo("arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/4", "clip-vit-b-32", 4, "Approved",
                           "1.dkr.ecr.us-east-1.amazonaws.com/clip-embedding-api-serve@sha256:" + "ab" * 32, "s3://b/m.tar.gz",
                           container_environment={"CLIP_API_MANIFEST_SHA256": "ab" * 32}, space="0123456789ab")
-    live = LiveState(ServingPointer("clip-vit-b-32", "clip-clip-vit-b-32-v3", 3))
+    live = LiveState(ServingPointer("clip-vit-b-32", "clip-vit-b-32-v3", 3))
     plan = plan_promotion(b32_config, package, live, Settings("r", "t"), 1_800_000_000).to_dict()
     written = ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"])
     set_pointer(written.model_id, written.endpoint_name, written.version)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a photo of a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v4", {"text": "a photo of a dog"})
     status, headers, body = call(module, api_event(body={"text": "a photo of a dog"}))
     assert status == 200 and body == VECTOR
     assert headers["x-clip-model"] == "clip-vit-b-32" and headers["x-clip-version"] == "abc123def456"
@@ -46,7 +46,7 @@ def test_text_request_reaches_the_endpoint_the_promotion_set(api, monkeypatch, b
 
 def test_batch_forms_pass_through(api):
     module, runtime, _ = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"images": [PNG, PNG]}, answer=[VECTOR, VECTOR])
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"images": [PNG, PNG]}, answer=[VECTOR, VECTOR])
     status, _, body = call(module, api_event(body={"images": [PNG, PNG]}))
     assert status == 200 and body == [VECTOR, VECTOR]
 
@@ -103,11 +103,11 @@ def test_endpoint_4xx_is_passed_through_with_its_code(api):
 def test_endpoint_unavailability_maps_to_retryable_statuses(api, error_code, http_status, status, code, retry_after):
     module, runtime, _ = api
     runtime.add_client_error("invoke_endpoint", service_error_code=error_code,
-                             service_message="Endpoint clip-clip-vit-b-32-v3 of account 123456789012 not found", http_status_code=http_status)
+                             service_message="Endpoint clip-vit-b-32-v3 of account 123456789012 not found", http_status_code=http_status)
     got_status, headers, body = call(module, api_event(body={"text": "a dog"}), FakeContext(remaining_ms=1_000))  # no time to retry
     assert (got_status, body["error"]["code"]) == (status, code)
     assert headers["retry-after"] == retry_after
-    assert "clip-clip-vit-b-32-v3" not in json.dumps(body) and "123456789012" not in json.dumps(body)
+    assert "clip-vit-b-32-v3" not in json.dumps(body) and "123456789012" not in json.dumps(body)
 
 
 def test_model_5xx_is_a_502_without_internals(api):
@@ -121,7 +121,7 @@ def test_throttling_is_retried_within_the_budget(api, monkeypatch):
     module, runtime, _ = api
     monkeypatch.setattr("clip_lambdas.api.endpoints.time.sleep", lambda s: None)
     runtime.add_client_error("invoke_endpoint", service_error_code="ThrottlingException", service_message="slow down", http_status_code=400)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"})
     status, _, body = call(module, api_event(body={"text": "a dog"}))
     assert status == 200 and body == VECTOR
 
@@ -159,13 +159,13 @@ def served(module) -> tuple[int, object, str]:
 
 def test_a_switch_reaches_the_function_after_the_cache_ttl(api, monkeypatch):
     module, runtime, set_pointer = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
     assert served(module) == (200, VECTOR, "abc123def456")
-    set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v4", version=4)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)  # cached: the previous endpoint still serves
+    set_pointer("clip-vit-b-32", "clip-vit-b-32-v4", version=4)
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)  # cached: the previous endpoint still serves
     assert served(module) == (200, VECTOR, "abc123def456")
     monkeypatch.setattr(module.Clients.endpoints(), "ttl_s", 0.0)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v4", {"text": "a dog"}, answer=V4_VECTOR, attributes=V4_ATTRIBUTES)
+    expect_invoke(runtime, "clip-vit-b-32-v4", {"text": "a dog"}, answer=V4_VECTOR, attributes=V4_ATTRIBUTES)
     assert served(module) == (200, V4_VECTOR, "fedcba654321")
 
 
@@ -174,19 +174,19 @@ def test_a_first_deployment_serves_at_once_not_after_the_cache_ttl(api):
     set_pointer("clip-vit-b-32", "")
     status, headers, body = call(module, api_event(body={"text": "a dog"}))
     assert (status, body["error"]["code"], headers["retry-after"]) == (503, "model_unavailable", "30")
-    set_pointer("clip-vit-b-32", "clip-clip-vit-b-32-v1", version=1)  # the first promotion switches
-    expect_invoke(runtime, "clip-clip-vit-b-32-v1", {"text": "a dog"}, answer=V4_VECTOR, attributes=V4_ATTRIBUTES)
+    set_pointer("clip-vit-b-32", "clip-vit-b-32-v1", version=1)  # the first promotion switches
+    expect_invoke(runtime, "clip-vit-b-32-v1", {"text": "a dog"}, answer=V4_VECTOR, attributes=V4_ATTRIBUTES)
     assert served(module) == (200, V4_VECTOR, "fedcba654321")
 
 
 def test_an_unreadable_pointer_table_keeps_the_last_endpoint_or_answers_503(api, monkeypatch):
     module, runtime, _ = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
     assert served(module) == (200, VECTOR, "abc123def456")
     directory = module.Clients.endpoints()
     monkeypatch.setattr(directory, "ttl_s", 0.0)
     monkeypatch.setattr(directory, "table", "no-such-table")
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"}, answer=VECTOR)
     assert served(module) == (200, VECTOR, "abc123def456")  # stale but serving
     status, headers, body = call(module, api_event("/l14", {"text": "a dog"}))  # never read: nothing to fall back on
     assert (status, body["error"]["code"], headers["retry-after"]) == (503, "model_unavailable", "10")
@@ -194,13 +194,13 @@ def test_an_unreadable_pointer_table_keeps_the_last_endpoint_or_answers_503(api,
 
 def test_openai_style_texts_and_images(api):
     module, runtime, set_pointer = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a dog", "a cat"]}, answer=[VECTOR, VECTOR])
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"texts": ["a dog", "a cat"]}, answer=[VECTOR, VECTOR])
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "clip-vit-b-32", "input": ["a dog", "a cat"]}))
     assert status == 200 and body["object"] == "list" and body["model"] == "clip-vit-b-32"
     assert [item["index"] for item in body["data"]] == [0, 1] and body["data"][0]["embedding"] == VECTOR
     # another model: its endpoint comes from that model's serving pointer
-    set_pointer("clip-vit-l-14", "clip-clip-vit-l-14-v2", version=2)
-    expect_invoke(runtime, "clip-clip-vit-l-14-v2", {"images": [PNG]}, answer=[VECTOR])
+    set_pointer("clip-vit-l-14", "clip-vit-l-14-v2", version=2)
+    expect_invoke(runtime, "clip-vit-l-14-v2", {"images": [PNG]}, answer=[VECTOR])
     status, _, body = call(module, api_event("/v1/embeddings", {"model": "l14", "input": {"image": PNG}}))
     assert status == 200 and body["model"] == "clip-vit-l-14" and len(body["data"]) == 1
 
@@ -221,7 +221,7 @@ def test_unknown_route_is_a_json_404(api):
 
 def test_metrics_are_embedded_metric_format(api, capsys):
     module, runtime, _ = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"})
     call(module, api_event(body={"text": "a dog"}))
     call(module, api_event(body={"text": ""}))
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]

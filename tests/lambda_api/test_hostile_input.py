@@ -55,7 +55,7 @@ def test_hostile_json_through_the_openai_route(api):
 
 def test_nesting_the_contract_allows_still_passes(api):
     module, runtime, _ = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a [dog]", "{not: json} [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]}, answer=[VECTOR, VECTOR])
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"texts": ["a [dog]", "{not: json} [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]}, answer=[VECTOR, VECTOR])
     status, _, body = call(module, api_event(body={"texts": ["a [dog]", "{not: json} " + "[" * 36]}))
     assert status == 200 and body == [VECTOR, VECTOR]
 
@@ -94,7 +94,7 @@ def test_an_internal_error_is_a_500_logged_once_without_user_data(api, monkeypat
         raise KeyError(f"something about {secret}")
 
     monkeypatch.setattr(module, "_served_headers", broken)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": secret})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": secret})
     log = io.StringIO()
     previous = module.logger.registered_handler.setStream(log)
     try:
@@ -260,7 +260,7 @@ def test_the_issue_example_is_not_an_image(api):
 def test_a_real_image_still_reaches_the_endpoint(api, probe_images):
     module, runtime, _ = api
     image = b64(probe_images[0].data)
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"image": image})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"image": image})
     status, _, body = call(module, api_event(body={"image": image}))
     assert status == 200 and body == VECTOR
 

@@ -33,11 +33,11 @@ def assert_conforms(spec: dict, path: str, status: int, body) -> None:
 
 def test_real_responses_conform_to_the_spec(api, spec):
     module, runtime, _ = api
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"text": "a dog"})
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"text": "a dog"})
     responses = [("/b32", *call(module, api_event(body={"text": "a dog"}))[::2])]
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"images": [PNG]}, answer=[VECTOR])
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"images": [PNG]}, answer=[VECTOR])
     responses.append(("/b32", *call(module, api_event(body={"images": [PNG]}))[::2]))
-    expect_invoke(runtime, "clip-clip-vit-b-32-v3", {"texts": ["a"]}, answer=[VECTOR])
+    expect_invoke(runtime, "clip-vit-b-32-v3", {"texts": ["a"]}, answer=[VECTOR])
     responses.append(("/v1/embeddings", *call(module, api_event("/v1/embeddings", {"model": "b32", "input": "a"}))[::2]))
     for bad in ({"text": ""}, {"texts": ["a"] * 40}, {"txt": 1}):
         responses.append(("/b32", *call(module, api_event(body=bad))[::2]))

@@ -11,7 +11,7 @@ from inference_code.manifest import embedding_space, load_manifest
 from tests.lambda_api.conftest import api_event, call
 from tests.lambda_api.test_handler import expect_invoke
 
-ENDPOINT = "clip-clip-vit-b-32-v3"
+ENDPOINT = "clip-vit-b-32-v3"
 
 
 @pytest.fixture(scope="module")

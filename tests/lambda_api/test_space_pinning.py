@@ -12,7 +12,7 @@ from tests.lambda_api.conftest import POINTER_TABLE, api_event, call
 from tests.lambda_api.test_handler import expect_invoke
 
 A, B, GONE = "aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"
-STABLE, OLD, RETIRED = "clip-clip-vit-b-32-v5", "clip-clip-vit-b-32-v4", "clip-clip-vit-b-32-v2"
+STABLE, OLD, RETIRED = "clip-vit-b-32-v5", "clip-vit-b-32-v4", "clip-vit-b-32-v2"
 
 
 @pytest.fixture

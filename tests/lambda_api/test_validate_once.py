@@ -11,7 +11,7 @@ import pytest
 from tests.lambda_api.conftest import api_event, call
 from tests.lambda_api.test_handler import PNG, VECTOR, expect_invoke
 
-ENDPOINT = "clip-clip-vit-b-32-v3"
+ENDPOINT = "clip-vit-b-32-v3"
 
 
 def base64_event(path: str, raw: bytes) -> dict:

@@ -155,10 +155,10 @@ def test_an_up_loop_killed_during_a_promotion_converges_when_started_again(chaos
     assert (headers["X-Clip-Version"], headers["X-Clip-Space"]) == (v2["version"], v2["space"])
     assert chaos.registry() == [(approved.replace("/2", "/1"), "Approved"), (approved, "Approved")]
     pointer = chaos.pointer()
-    assert (pointer.endpoint_name, pointer.version, pointer.package_arn) == ("clip-clip-tiny-v2", 2, approved)
-    assert {route.endpoint_name for route in pointer.spaces.values()} == {"clip-clip-tiny-v2"}  # exactly one version serves
+    assert (pointer.endpoint_name, pointer.version, pointer.package_arn) == ("clip-tiny-v2", 2, approved)
+    assert {route.endpoint_name for route in pointer.spaces.values()} == {"clip-tiny-v2"}  # exactly one version serves
     endpoints = {e["EndpointName"] for e in mode.control_plane("sagemaker").list_endpoints()["Endpoints"] if e["EndpointStatus"] == "InService"}
-    assert endpoints == {"clip-clip-tiny-v1", "clip-clip-tiny-v2"}  # v1 on standby for a rollback, as after an uninterrupted promotion
+    assert endpoints == {"clip-tiny-v1", "clip-tiny-v2"}  # v1 on standby for a rollback, as after an uninterrupted promotion
     assert {name for name, pid in chaos.server_pids().items() if alive(pid)} == endpoints  # one server each, none left over
     assert not any(alive(pid) for pid in left_running), "the servers of the killed up-loop are still running"
 

@@ -152,7 +152,7 @@ def test_a_crashed_inference_server_is_restarted_and_says_so(moto_aws, tmp_path,
     lines: list[str] = []
     servers = InferenceServers(boto3.client("s3", region_name="us-east-1"), tmp_path, lines.append, check_interval_s=0.1, restart_delay_s=0.2)
     try:
-        server = servers.start("clip-clip-tiny-v1", "s3://clip-test-bucket/m/model.tar.gz", timeout_s=20)
+        server = servers.start("clip-tiny-v1", "s3://clip-test-bucket/m/model.tar.gz", timeout_s=20)
         first = ping(server.port)
         assert first == server.process.pid
         os.kill(first, signal.SIGKILL)
@@ -162,7 +162,7 @@ def test_a_crashed_inference_server_is_restarted_and_says_so(moto_aws, tmp_path,
         assert pid not in (None, first), "the crashed server was not restarted"
         assert any("exited" in line and "restarted" in line and "503" in line for line in lines), lines
         # a deliberate stop is not a crash: no restart after it
-        servers.stop("clip-clip-tiny-v1")
+        servers.stop("clip-tiny-v1")
         time.sleep(0.5)
         assert ping(server.port) is None
     finally:

@@ -136,7 +136,7 @@ def test_second_approval_switches_without_failed_requests(local_mode):
         assert built["status"] == "Succeeded" and built["model_package_arn"].endswith("/2")
         local_mode.cli("approve", "clip-tiny", "2")
         outcome = local_mode.wait_for_promotions(promoted + 1)[-1]
-        assert outcome["status"] == "SUCCEEDED" and outcome["endpoint"] == "clip-clip-tiny-v2", outcome
+        assert outcome["status"] == "SUCCEEDED" and outcome["endpoint"] == "clip-tiny-v2", outcome
         deadline = time.monotonic() + 30
         while not any(version != first_version for _, version in results[-3:]) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -148,7 +148,7 @@ def test_second_approval_switches_without_failed_requests(local_mode):
     versions = [version for _, version in results]
     assert versions[0] == first_version and versions[-1] != first_version
     pointer = read_pointer(local_mode.control_plane("dynamodb"), POINTER_TABLE, "clip-tiny", consistent=True)
-    assert pointer.endpoint_name == "clip-clip-tiny-v2" and pointer.version == 2
+    assert pointer.endpoint_name == "clip-tiny-v2" and pointer.version == 2
 
 
 def test_failed_promotion_reports_why_and_the_old_version_keeps_serving(local_mode):

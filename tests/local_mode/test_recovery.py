@@ -36,7 +36,7 @@ def started(version: int) -> dict:
 def finished(version: int, status: str = "SUCCEEDED", serving: int | None = None) -> dict:
     serving = version if serving is None else serving
     return {"kind": "promotion_finished", "group": GROUP, "version": version, "arn": arn(version), "status": status,
-            "pointer": {"endpoint_name": f"clip-clip-tiny-v{serving}", "version": serving, "space": "aaaaaaaaaaaa"}}
+            "pointer": {"endpoint_name": f"clip-tiny-v{serving}", "version": serving, "space": "aaaaaaaaaaaa"}}
 
 
 def test_fold_keeps_the_last_status_and_what_served():
@@ -76,7 +76,7 @@ def test_the_report_says_what_served_and_which_promotion_was_interrupted():
     lines = recovery_report(fold([registered(1), approval(1), started(1), finished(1), registered(2), approval(2), started(2)]), GROUP)
     text = "\n".join(lines)
     assert "v1 Approved" in text and "v2 Approved (clip-api local approve)" in text
-    assert "v1 served the stable URL (clip-clip-tiny-v1)" in text
+    assert "v1 served the stable URL (clip-tiny-v1)" in text
     assert "v2 approved, its promotion was interrupted: promoting it again" in text
     assert recovery_report(fold([]), GROUP) == []
 
@@ -157,10 +157,10 @@ def test_the_journal_restores_an_emptied_registry_with_its_artifacts(moto_aws, t
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     dynamodb.create_table(TableName=POINTER_TABLE, KeySchema=[{"AttributeName": "model_id", "KeyType": "HASH"}],
                           AttributeDefinitions=[{"AttributeName": "model_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
-    dynamodb.put_item(TableName=POINTER_TABLE, Item=ServingPointer("clip-tiny", "clip-clip-tiny-v1", 1, first, "aaaaaaaaaaaa").to_item())
+    dynamodb.put_item(TableName=POINTER_TABLE, Item=ServingPointer("clip-tiny", "clip-tiny-v1", 1, first, "aaaaaaaaaaaa").to_item())
     record_promotion_started(journal, GROUP, 1, first)
     finish_promotion(journal, sagemaker, dynamodb, "clip-tiny", GROUP, 1,
-                     SimpleNamespace(package_arn=first, status="SUCCEEDED", action="promote", endpoint="clip-clip-tiny-v1"))
+                     SimpleNamespace(package_arn=first, status="SUCCEEDED", action="promote", endpoint="clip-tiny-v1"))
     record_promotion_started(journal, GROUP, 2, second)
     assert sync_registry(journal, sagemaker, s3, [GROUP], "seen in the registry") == []  # nothing new: no duplicate events
 
@@ -179,7 +179,7 @@ def test_the_journal_restores_an_emptied_registry_with_its_artifacts(moto_aws, t
     assert s3.get_object(Bucket="clip-test-bucket", Key="runs/2/model.tar.gz")["Body"].read() == b"model 2"
     assert s3.get_object(Bucket="clip-test-bucket", Key="runs/2/eval/smoke_test.json")["Body"].read() == b"[]"
     assert any("v2 approved, its promotion was interrupted: promoting it again" in line for line in lines), lines
-    assert any("v1 served the stable URL (clip-clip-tiny-v1)" in line for line in lines), lines
+    assert any("v1 served the stable URL (clip-tiny-v1)" in line for line in lines), lines
 
 
 def test_a_journal_copy_that_does_not_match_its_sha256_stops_the_restore(moto_aws, tmp_path):
@@ -217,12 +217,12 @@ def test_servers_left_by_a_killed_up_loop_are_stopped(tmp_path):
     from local_mode.inference_servers import write_pid_file
     from local_mode.restore import stop_orphaned_servers
 
-    endpoint = tmp_path / "endpoints" / "clip-clip-tiny-v1"
+    endpoint = tmp_path / "endpoints" / "clip-tiny-v1"
     endpoint.mkdir(parents=True)
     model = str(endpoint / "model.tar.gz")
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "inference_code", "--model-dir", model])
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    other = tmp_path / "endpoints" / "clip-clip-tiny-v2"
+    other = tmp_path / "endpoints" / "clip-tiny-v2"
     other.mkdir()
     write_pid_file(endpoint, orphan.pid)
     write_pid_file(other, stranger.pid)  # a pid file naming a process that is not this endpoint's server

@@ -18,7 +18,7 @@ from clip_core.names import POINTER_TABLE
 from promotion import lock
 from tests.promotion.conftest import leave_new_endpoints
 
-V = "clip-clip-tiny-v{}".format
+V = "clip-tiny-v{}".format
 ROLLED_BACK = ("FAILED", V(1), {V(1)}, "clip-embedding-api promotion rolled back")
 PROMOTED = ("SUCCEEDED", V(2), {V(1), V(2)}, "clip-embedding-api promotion succeeded")
 NEEDS_A_PERSON = ("FAILED", V(2), {V(1), V(2)}, "clip-embedding-api promotion needs a person")

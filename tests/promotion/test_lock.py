@@ -96,13 +96,13 @@ def test_an_approval_waits_for_the_running_promotion_then_plans_against_its_outc
     assert waiting["action"] == "wait" and "an-earlier-promotion" in waiting["reason"]
     lock.release(world.dynamodb, POINTER_TABLE, "clip-tiny", running)  # the earlier promotion ends
     proceeding = world.plan(event, name)
-    assert proceeding["action"] == "promote" and proceeding["previous_endpoint"] == "clip-clip-tiny-v1"
+    assert proceeding["action"] == "promote" and proceeding["previous_endpoint"] == "clip-tiny-v1"
     for result in (waiting, proceeding, {"passed": True, "reason": "4 requests matched", "min_cosine": 1.0}):
         queue_lambda_result(result)
     result = world.run(event, name, proceeding)
     assert result["status"] == "SUCCEEDED"
     assert result["history"].count("Plan") == 2 and "WaitForLock" in result["history"]
-    assert world.serving_endpoint() == "clip-clip-tiny-v2"
+    assert world.serving_endpoint() == "clip-tiny-v2"
     assert lock.read_holder(world.dynamodb, POINTER_TABLE, "clip-tiny") is None  # released at the end
 
 

@@ -33,7 +33,7 @@ def live(endpoint="", version=None, endpoints=()):
 
 
 def test_names_are_per_version_and_within_sagemaker_limits():
-    assert resource_name("clip-vit-b-32", 7) == "clip-clip-vit-b-32-v7"
+    assert resource_name("clip-vit-b-32", 7) == "clip-vit-b-32-v7"
     with pytest.raises(ValueError):
         resource_name("x" * 70, 1)
 
@@ -45,10 +45,10 @@ def test_serverless_config_from_the_model_config(b32_config):
 def test_first_deployment_plan(b32_config):
     plan = plan_promotion(b32_config, package(1), live(), SETTINGS, NOW).to_dict()
     assert plan["action"] == "promote" and "first deployment" in plan["reason"]
-    assert plan["endpoint_name"] == plan["model_name"] == plan["endpoint_config_name"] == "clip-clip-vit-b-32-v1"
+    assert plan["endpoint_name"] == plan["model_name"] == plan["endpoint_config_name"] == "clip-vit-b-32-v1"
     assert ServingPointer.from_item("clip-vit-b-32", plan["new_pointer"]) == ServingPointer(
-        "clip-vit-b-32", "clip-clip-vit-b-32-v1", 1, "arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/1", SPACE,
-        {SPACE: SpaceRoute("clip-clip-vit-b-32-v1", 1)}, revision=1)
+        "clip-vit-b-32", "clip-vit-b-32-v1", 1, "arn:aws:sagemaker:us-east-1:1:model-package/clip-vit-b-32/1", SPACE,
+        {SPACE: SpaceRoute("clip-vit-b-32-v1", 1)}, revision=1)
     assert plan["previous_pointer"]["endpoint_name"] == {"S": ""}  # a rollback leaves nothing serving, as before
     assert plan["previous_pointer"]["revision"] == {"N": "2"}  # ... and is a write of its own: a plan that saw 0 or 1 fails after it
     assert plan["switch_condition_values"] == {":seen": {"N": "0"}, ":seen_endpoint": {"S": ""}, ":next": {"N": "1"}}
@@ -60,7 +60,7 @@ def test_first_deployment_plan(b32_config):
 
 
 def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
-    current = "clip-clip-vit-b-32-v1"
+    current = "clip-vit-b-32-v1"
     plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()
     assert plan["action"] == "promote" and plan["previous_endpoint"] == current
     assert ServingPointer.from_item("clip-vit-b-32", plan["previous_pointer"]).endpoint_name == current
@@ -74,11 +74,11 @@ def test_replacement_plan_rolls_back_to_the_previous_endpoint(b32_config):
 @pytest.mark.parametrize(
     "pkg, state, reason",
     [
-        (package(1), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "superseded"),
+        (package(1), live("clip-vit-b-32-v2", 2, ["clip-vit-b-32-v2"]), "superseded"),
         (package(3, status="Rejected"), live(), "not Approved"),
         (package(3, group="someone-else"), live(), "is not clip-vit-b-32's"),
         # under the model's lock, an endpoint of this version that does not serve is a leftover: said, not ignored
-        (package(3), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2", "clip-clip-vit-b-32-v3"]), "leftover"),
+        (package(3), live("clip-vit-b-32-v2", 2, ["clip-vit-b-32-v2", "clip-vit-b-32-v3"]), "leftover"),
     ],
 )
 def test_skips(b32_config, pkg, state, reason):
@@ -89,7 +89,7 @@ def test_skips(b32_config, pkg, state, reason):
 @pytest.mark.parametrize(
     "pkg, state, reason",
     [
-        (package(2), live("clip-clip-vit-b-32-v2", 2, ["clip-clip-vit-b-32-v2"]), "already serving"),
+        (package(2), live("clip-vit-b-32-v2", 2, ["clip-vit-b-32-v2"]), "already serving"),
     ],
 )
 def test_repeats_of_handled_events_are_ignored_quietly(b32_config, pkg, state, reason):
@@ -114,7 +114,7 @@ def test_endpoints_to_retire(existing, new, previous, keep, retired):
 
 
 def test_alarm_thresholds_come_from_config_in_cloudwatch_units(b32_config):
-    specs = {a["AlarmName"].rsplit("-v1-", 1)[1]: a for a in alarm_specs(b32_config, "clip-clip-vit-b-32-v1", "arn:topic")}
+    specs = {a["AlarmName"].rsplit("-v1-", 1)[1]: a for a in alarm_specs(b32_config, "clip-vit-b-32-v1", "arn:topic")}
     latency = specs["model-latency-p90"]
     assert latency["Threshold"] == b32_config.alarms.model_latency_p90_ms * 1000  # microseconds
     assert latency["Metrics"][0]["MetricStat"]["Stat"] == "p90"
@@ -124,7 +124,7 @@ def test_alarm_thresholds_come_from_config_in_cloudwatch_units(b32_config):
 
 
 def test_a_replaced_endpoint_gives_up_its_provisioned_concurrency(b32_config):
-    current = "clip-clip-vit-b-32-v1"
+    current = "clip-vit-b-32-v1"
     first = plan_promotion(b32_config, package(1), live(), SETTINGS, NOW).to_dict()
     assert first["release_provisioned_concurrency"] is False  # nothing replaced
     plan = plan_promotion(b32_config, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()
@@ -175,7 +175,7 @@ def test_a_package_without_the_validated_manifest_digest_is_not_promoted(b32_con
 
 def test_a_previous_endpoint_about_to_be_retired_keeps_its_configuration(b32_config):
     """With keep_previous_endpoints=0 the replaced endpoint is deleted in the same run: moving it to a standby config would race that."""
-    current = "clip-clip-vit-b-32-v1"
+    current = "clip-vit-b-32-v1"
     keep_none = b32_config.model_copy(update={"endpoint": b32_config.endpoint.model_copy(update={"keep_previous_endpoints": 0})})
     plan = plan_promotion(keep_none, package(2), live(current, 1, [current]), SETTINGS, NOW).to_dict()
     assert [r["name"] for r in plan["retire_endpoints"]] == [current] and plan["release_provisioned_concurrency"] is False
@@ -187,3 +187,25 @@ def test_only_the_validated_digest_reaches_the_container(b32_config):
     smuggled = {"CLIP_API_MANIFEST_SHA256": "cd" * 32, "LD_PRELOAD": "/tmp/x.so", "OMP_NUM_THREADS": "64"}
     plan = plan_promotion(b32_config, replace(package(2), container_environment=smuggled), live(), SETTINGS, NOW).to_dict()
     assert plan["container_environment"] == {"CLIP_API_MANIFEST_SHA256": "cd" * 32}
+
+
+def test_endpoint_names_do_not_repeat_the_prefix_and_earlier_names_are_still_found():
+    from clip_core.names import endpoint_prefixes, is_model_endpoint
+
+    assert resource_name("clip-tiny", 1) == "clip-tiny-v1" and resource_name("tiny", 1) == "clip-tiny-v1"
+    prefixes = endpoint_prefixes("clip-tiny")
+    assert is_model_endpoint("clip-tiny-v2", prefixes) and is_model_endpoint("clip-clip-tiny-v1", prefixes)  # an earlier release's
+    assert not is_model_endpoint("clip-tiny-v2-v1", prefixes) and not is_model_endpoint("clip-tiny-v", prefixes)  # model clip-tiny-v2's
+
+
+def test_models_whose_endpoint_names_would_collide_are_refused(tmp_path):
+    import shutil
+
+    from clip_core.model_config import load_all_model_configs
+    from clip_core.paths import MODEL_CONFIGS_DIR
+
+    shutil.copy(MODEL_CONFIGS_DIR / "clip-tiny.yaml", tmp_path / "clip-tiny.yaml")
+    assert [c.model_id for c in load_all_model_configs(tmp_path)] == ["clip-tiny"]
+    (tmp_path / "tiny.yaml").write_text((tmp_path / "clip-tiny.yaml").read_text().replace("model_id: clip-tiny", "model_id: tiny"))
+    with pytest.raises(ValueError, match="name their endpoints alike"):
+        load_all_model_configs(tmp_path)

@@ -37,3 +37,28 @@ def test_an_approval_is_a_modification_after_registration_by_another_principal()
         LastModifiedBy={"IamIdentity": {"Arn": "arn:aws:sts::1:assumed-role/clip-pipeline/console-session"}}), "arn")
     assert approved.modified_after_registration
     assert approved.registered_by == approved.approved_by == "arn:aws:sts::1:assumed-role/clip-pipeline"  # the same role approved itself
+
+
+class Endpoints:
+    """list_endpoints as SageMaker pages it: NameContains is a substring filter, so callers must check the names."""
+
+    def __init__(self, *names):
+        start = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
+        self.endpoints = [{"EndpointName": name, "CreationTime": start + dt.timedelta(hours=i)} for i, name in enumerate(names)]
+
+    def get_paginator(self, operation):
+        assert operation == "list_endpoints"
+        return self
+
+    def paginate(self, NameContains):  # noqa: N803 - boto3's parameter name
+        return [{"Endpoints": [e for e in self.endpoints if NameContains in e["EndpointName"]]}]
+
+
+def test_the_live_state_holds_the_models_endpoints_under_this_and_the_earlier_naming(monkeypatch):
+    from clip_core.model_config import load_model_config
+    from clip_lambdas.promotion_planner import app
+
+    monkeypatch.setattr(app, "read_pointer", lambda *args, **kwargs: None)
+    sagemaker = Endpoints("clip-clip-tiny-v1", "clip-tiny-v2", "clip-tiny-v2-v1", "clip-clip-tiny-v2-sb", "clip-tiny-v3")
+    live = app.read_live_state(None, sagemaker, load_model_config("clip-tiny"), "table")
+    assert live.endpoints == ("clip-clip-tiny-v1", "clip-tiny-v2", "clip-tiny-v3")  # oldest first; not model clip-tiny-v2's

@@ -56,7 +56,7 @@ def references(moto_aws):
     return s3
 
 
-REQUEST = SmokeTestRequest(endpoint_name="clip-clip-tiny-v1", model_id="clip-tiny", version=1,
+REQUEST = SmokeTestRequest(endpoint_name="clip-tiny-v1", model_id="clip-tiny", version=1,
                            smoke_test_uri="s3://clip-test-bucket/run/evaluation/smoke_test.json", min_cosine=0.999)
 
 
@@ -65,7 +65,7 @@ def test_smoke_lambda_invokes_the_endpoint_and_compares(references):
     with Stubber(runtime) as stub:
         for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
             stub.add_response("invoke_endpoint", {"Body": _body(answer), "ContentType": "application/json"},
-                              {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json", "Accept": "application/json",
+                              {"EndpointName": "clip-tiny-v1", "ContentType": "application/json", "Accept": "application/json",
                                "Body": json.dumps(case["request"])})
         result = run_smoke_test(REQUEST, references, runtime)
         stub.assert_no_pending_responses()
@@ -108,16 +108,16 @@ TILTED = [[0.99, math.sqrt(1 - 0.99**2), 0.0], [0.0, 1.0, 0.0]]  # the first ans
 def _compared(references, serving_answers, require: bool, serving_error: bool = False):
     """The new endpoint answers exactly as validated; the serving one as given (or fails)."""
     runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
-    request = REQUEST.model_copy(update={"compare_endpoint": "clip-clip-tiny-v0", "require_agreement": require, "min_agreement": 0.992})
+    request = REQUEST.model_copy(update={"compare_endpoint": "clip-tiny-v0", "require_agreement": require, "min_agreement": 0.992})
     with Stubber(runtime) as stub:
         for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
-            stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json",
+            stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-tiny-v1", "ContentType": "application/json",
                                                                           "Accept": "application/json", "Body": json.dumps(case["request"])})
         if serving_error:
             stub.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424)
         else:
             for case, answer in zip(CASES, serving_answers):
-                stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-clip-tiny-v0", "ContentType": "application/json",
+                stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-tiny-v0", "ContentType": "application/json",
                                                                               "Accept": "application/json", "Body": json.dumps(case["request"])})
         result = run_smoke_test(request, references, runtime)
         stub.assert_no_pending_responses()
@@ -126,9 +126,9 @@ def _compared(references, serving_answers, require: bool, serving_error: bool = 
 
 def test_a_version_declaring_the_serving_space_must_embed_like_the_serving_endpoint(references):
     agreeing = _compared(references, [UNIT, [0.0, 1.0, 0.0]], require=True)
-    assert agreeing.passed and "agreement with clip-clip-tiny-v0: min cosine 1.000000" in agreeing.reason
+    assert agreeing.passed and "agreement with clip-tiny-v0: min cosine 1.000000" in agreeing.reason
     disagreeing = _compared(references, TILTED, require=True)
-    assert not disagreeing.passed and "declares the embedding space of clip-clip-tiny-v0" in disagreeing.reason and "0.990000" in disagreeing.reason
+    assert not disagreeing.passed and "declares the embedding space of clip-tiny-v0" in disagreeing.reason and "0.990000" in disagreeing.reason
 
 
 def test_a_version_of_another_space_only_reports_the_agreement(references):
@@ -139,7 +139,7 @@ def test_a_version_of_another_space_only_reports_the_agreement(references):
 
 def test_a_failing_endpoint_of_the_same_space_does_not_hold_back_its_fix(references):
     result = _compared(references, None, require=True, serving_error=True)
-    assert result.passed and "not compared with clip-clip-tiny-v0" in result.reason
+    assert result.passed and "not compared with clip-tiny-v0" in result.reason
 
 
 def _answering(references, attributes: str, space: str):
@@ -147,7 +147,7 @@ def _answering(references, attributes: str, space: str):
     with Stubber(runtime) as stub:
         for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
             stub.add_response("invoke_endpoint", {"Body": _body(answer), "CustomAttributes": attributes},
-                              {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json", "Accept": "application/json",
+                              {"EndpointName": "clip-tiny-v1", "ContentType": "application/json", "Accept": "application/json",
                                "Body": json.dumps(case["request"])})
         return run_smoke_test(REQUEST.model_copy(update={"space": space}), references, runtime)
 
@@ -161,10 +161,10 @@ def test_the_endpoint_must_report_the_space_its_package_declares(references):
 
 def test_the_comparison_is_skipped_and_said_when_the_lambda_is_short_of_time(references):
     runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
-    request = REQUEST.model_copy(update={"compare_endpoint": "clip-clip-tiny-v0", "require_agreement": True})
+    request = REQUEST.model_copy(update={"compare_endpoint": "clip-tiny-v0", "require_agreement": True})
     with Stubber(runtime) as stub:
         for case, answer in zip(CASES, [UNIT, [0.0, 1.0, 0.0]]):
-            stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-clip-tiny-v1", "ContentType": "application/json",
+            stub.add_response("invoke_endpoint", {"Body": _body(answer)}, {"EndpointName": "clip-tiny-v1", "ContentType": "application/json",
                                                                           "Accept": "application/json", "Body": json.dumps(case["request"])})
         result = run_smoke_test(request, references, runtime, remaining_ms=lambda: 10_000)
         stub.assert_no_pending_responses()  # the serving endpoint was not called

@@ -11,7 +11,7 @@ from promotion.pointer import ServingPointer, SpaceRoute, route_space
 from tests.promotion.test_plan import NOW, SETTINGS, package
 
 A, B = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
-V = "clip-clip-vit-b-32-v{}".format
+V = "clip-vit-b-32-v{}".format
 DAY = 86400
 
 

@@ -12,7 +12,7 @@ from promotion.pointer import SpaceRoute, route_space
 from tests.promotion.conftest import SPACE_A, SPACE_B
 from tests.promotion.test_workflow_under_moto import alarm_set
 
-V = "clip-clip-tiny-v{}".format
+V = "clip-tiny-v{}".format
 GRACE_S = 30 * 86400  # configs/models/clip-tiny.yaml: the default space_grace_days
 
 
@@ -72,7 +72,7 @@ def test_a_failed_promotion_of_another_space_restores_the_pointer_and_leaves_the
 
 def test_a_version_declaring_the_serving_space_that_embeds_differently_is_rolled_back(world):
     assert world.promote(world.register_version(space=SPACE_A))["status"] == "SUCCEEDED"
-    disagreeing = {"passed": False, "reason": "declares the embedding space of clip-clip-tiny-v1 but agrees with it only to min cosine 0.41", "min_cosine": 1.0}
+    disagreeing = {"passed": False, "reason": "declares the embedding space of clip-tiny-v1 but agrees with it only to min cosine 0.41", "min_cosine": 1.0}
     result = world.promote(world.register_version(space=SPACE_A), smoke=disagreeing)
     assert result["status"] == "FAILED" and "SwitchTraffic" not in result["history"]
     assert world.serving_endpoint() == V(1) and world.endpoints() == {V(1)}

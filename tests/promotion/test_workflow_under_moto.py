@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-V = "clip-clip-tiny-v{}".format
+V = "clip-tiny-v{}".format
 
 
 def alarm_set(endpoint: str) -> set[str]:
@@ -42,7 +42,7 @@ def test_new_versions_replace_old_ones_and_retire_beyond_what_is_kept(world):
     assert world.endpoints() == {V(2), V(3)}  # v1 retired: endpoint, config and model
     assert V(1) not in {m["ModelName"] for m in world.sagemaker.list_models()["Models"]}
     assert V(1) not in {c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
-    assert "replacing clip-clip-tiny-v2" in world.notifications()[-1]["message"]
+    assert "replacing clip-tiny-v2" in world.notifications()[-1]["message"]
 
 
 def assert_rolled_back_to(world, package, serving: str, remaining: set[str], error: str):

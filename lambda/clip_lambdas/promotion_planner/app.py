@@ -19,9 +19,9 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from clip_core.model_config import ModelConfig, load_all_model_configs
-from clip_core.names import POINTER_TABLE_ENV, REQUIRE_IMAGE_DIGEST_ENV
+from clip_core.names import POINTER_TABLE_ENV, REQUIRE_IMAGE_DIGEST_ENV, endpoint_prefixes, is_model_endpoint
 from promotion import lock
-from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY, LiveState, PackageInfo, Plan, Settings, endpoint_prefix, plan_promotion
+from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY, LiveState, PackageInfo, Plan, Settings, plan_promotion
 from promotion.pointer import read_pointer
 
 logger = Logger(service="clip-promotion-planner")
@@ -99,10 +99,12 @@ def read_package(sagemaker, arn: str) -> PackageInfo:
 
 def read_live_state(dynamodb, sagemaker, config: ModelConfig, table: str) -> LiveState:
     pointer = read_pointer(dynamodb, table, config.model_id, consistent=True)
-    endpoints = []
-    for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=endpoint_prefix(config.model_id)):
-        endpoints += page["Endpoints"]
-    names = tuple(e["EndpointName"] for e in sorted(endpoints, key=lambda e: e["CreationTime"]) if e["EndpointName"].startswith(endpoint_prefix(config.model_id)))
+    prefixes = endpoint_prefixes(config.model_id)
+    endpoints = {}
+    for prefix in prefixes:
+        for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=prefix):
+            endpoints |= {e["EndpointName"]: e for e in page["Endpoints"] if is_model_endpoint(e["EndpointName"], prefixes)}
+    names = tuple(name for name, e in sorted(endpoints.items(), key=lambda item: item[1]["CreationTime"]))
     return LiveState(pointer=pointer, endpoints=names)
 
 
