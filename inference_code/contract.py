@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from clip_core.limits import ServingLimits
-from inference_code.errors import RequestError, bad_request, too_large
+from inference_code.errors import RequestError, bad_request, listed, too_large
 
 JSON_CONTENT_TYPES = ("application/json",)
 JSONLINES_CONTENT_TYPES = ("application/jsonlines", "application/jsonl", "application/x-jsonlines")
@@ -33,6 +33,7 @@ IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "im
 REQUEST_KEYS = ("text", "texts", "image", "images")
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 _ASCII_WHITESPACE = b" \t\n\r\v\f"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # only inside JSON strings: json.dumps escapes nothing else there
 
 
 class JsonNumber:
@@ -122,8 +123,8 @@ def load_json(body: bytes) -> object:
         raise bad_request(
             "json_too_deep", "the request body nests JSON arrays or objects too deeply; a request is one object of strings or arrays of strings"
         ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request("malformed_json", f"the request body is not valid JSON ({exc.__class__.__name__})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("malformed_json", "the request body is not valid JSON (UTF-8, UTF-16 or UTF-32)") from None
 
 
 def parse_payload(payload: object, limits: ServingLimits) -> ParsedRequest:
@@ -132,7 +133,7 @@ def parse_payload(payload: object, limits: ServingLimits) -> ParsedRequest:
         raise bad_request("invalid_request", "the request body must be a JSON object")
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
     if unknown:
-        raise bad_request("unknown_field", f"unknown field(s) {unknown}; expected exactly one of {list(REQUEST_KEYS)}")
+        raise bad_request("unknown_field", f"unknown field(s) {listed(unknown)}; expected exactly one of {list(REQUEST_KEYS)}")
     present = [key for key in REQUEST_KEYS if key in payload]
     if len(present) != 1:
         raise bad_request("invalid_request", f"expected exactly one of {list(REQUEST_KEYS)}, got {present or 'none'}")
@@ -156,14 +157,15 @@ def parse_payload(payload: object, limits: ServingLimits) -> ParsedRequest:
 
 def encode_request(parsed: ParsedRequest) -> bytes:
     """The canonical JSON body of a parsed request, so that parse_json_request(encode_request(p)) == p: compact,
-    UTF-8 (a lone surrogate, which only a JSON escape can carry, is written as json.loads reads it back), images
-    as padded standard base64."""
+    UTF-8 (a lone surrogate, which UTF-8 cannot carry, stays the JSON escape it came as: the body is valid UTF-8 for
+    anything between the Lambda and the container), images as padded standard base64."""
     if parsed.kind == "text":
         values = list(parsed.items)
     else:
         values = [binascii.b2a_base64(item, newline=False).decode("ascii") for item in parsed.items]
     body = {f"{parsed.kind}s": values} if parsed.batch else {parsed.kind: values[0]}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text).encode("utf-8")
 
 
 def _where(key: str, index: int, batch: bool) -> str:

@@ -25,3 +25,16 @@ def bad_request(code: str, message: str) -> RequestError:
 
 def too_large(code: str, message: str) -> RequestError:
     return RequestError(413, code, message)
+
+
+def quoted(value: object, limit: int = 64) -> str:
+    """A client's value in an error message: ASCII-escaped and cut, so an error never echoes more than a few dozen
+    characters of the request (a 1 MB field name would otherwise come back as a response over Lambda's 6 MB)."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def listed(values: list, most: int = 5) -> str:
+    """The first few of a client's values, quoted, and how many more there are."""
+    shown = ", ".join(quoted(value) for value in values[:most])
+    return f"[{shown}{f', and {len(values) - most} more' if len(values) > most else ''}]"

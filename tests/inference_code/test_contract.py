@@ -179,3 +179,13 @@ def test_encode_request_is_canonical_whatever_the_client_sent():
     encoded = {encode_request(parse_json_request(body, LIMITS)) for body in spellings}
     assert encoded == {b'{"images":["' + B64.encode() + b'"]}'}
     assert encode_request(parse_json_request(b'{"text": "caf\\u00e9"}', LIMITS)) == '{"text":"café"}'.encode()
+
+
+def test_a_lone_surrogate_is_forwarded_as_its_json_escape_in_valid_utf8():
+    """JSON may carry a lone surrogate (\\ud800) that UTF-8 cannot: the canonical body keeps it escaped, so anything
+    between the Lambda and the container that decodes strictly still can, and the container reads the same text."""
+    parsed = parse_request(b'{"texts": ["a\\ud800b", "\\udfff", "\\ud83d\\ude00"]}', "application/json", ServingLimits())
+    body = encode_request(parsed)
+    body.decode("utf-8")  # strict
+    assert b"\\ud800" in body and b"\\udfff" in body and "\U0001f600".encode() in body  # a real pair is one character
+    assert parse_request(body, "application/json", ServingLimits()) == parsed

@@ -95,3 +95,46 @@ def test_the_lambda_refuses_a_body_as_the_container_does(api, b32_config, raw):
         parse_request(raw.encode(), "application/json", b32_config.serving.limits)
     status, _, body = call(module, api_event(raw=raw))
     assert (status, body["error"]["code"]) == (refused.value.status, refused.value.code)
+
+
+def test_a_body_marked_base64_that_is_not_is_a_clear_400(api):
+    module, _, _ = api  # nothing forwarded: no endpoint answer is queued
+    for body in ("eyJ0ZXh0IjoiYSJ9x", "eyJ0ZXh0IjoiU0VDUkVUIn0=x", "eyJ0ZXh0IjoiU0VDUkVUIn0\u00e9"):
+        event = api_event("/b32", raw=body)
+        event["isBase64Encoded"] = True
+        status, _, answer = call(module, event)
+        assert (status, answer["error"]["code"]) == (400, "invalid_base64"), body
+
+
+@pytest.mark.parametrize("payload, status, code", [
+    ({"model": "b32", "input": [1] * 200_000}, 413, "batch_too_large"),
+    ({"model": "b32", "input": ["a", {"image": PNG}]}, 400, "invalid_type"),
+    ({"model": "b32", "input": [{"image": PNG, **{f"k{i}": 1 for i in range(100_000)}}]}, 400, "unknown_field"),
+    ({"model": "b32", "input": "a", **{f"k{i}": 1 for i in range(100_000)}}, 400, "unknown_field"),
+    ({"model": "b32", "input": "a", "\ud800": 1}, 400, "unknown_field"),
+])
+def test_openai_envelopes_that_would_cost_an_error_per_item_are_refused_first(api, payload, status, code):
+    """Pydantic collects one error per item of each list branch of the input union: ~2 M items took gigabytes and
+    tens of seconds before an answer. The envelope is checked first, in work bounded by the batch limit."""
+    import tracemalloc
+
+    module, _, _ = api
+    raw = json.dumps(payload)
+    tracemalloc.start()
+    result, _, body = call(module, api_event("/v1/embeddings", raw=raw))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (result, body["error"]["code"]) == (status, code)
+    assert peak < 40 * len(raw) + 20_000_000  # the parse itself, not an error object per item
+
+
+@pytest.mark.parametrize("path, payload", [
+    ("/b32", {"text": "a", "\u00e9" * 300_000: 1}),
+    ("/v1/embeddings", {"model": "\u00e9" * 300_000, "input": "a"}),
+    ("/v1/embeddings", {"model": "b32", "input": "a", "\u00e9" * 300_000: 1}),
+])
+def test_error_messages_echo_a_few_dozen_characters_of_the_request_at_most(api, path, payload):
+    """An echoed 600 KB field name came back as a 2 MB message: a larger one would exceed Lambda's 6 MB response."""
+    module, _, _ = api
+    status, _, body = call(module, api_event(path, raw=json.dumps(payload, ensure_ascii=False)))
+    assert status == 400 and len(body["error"]["message"]) < 300, body["error"]["code"]

@@ -14,6 +14,7 @@ body): the serving container's custom attribute space=<id> (inference_code.manif
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import time
@@ -33,7 +34,7 @@ from pydantic import Field, ValidationError
 from clip_core.model_config import ModelConfig, load_all_model_configs, load_model_config
 from clip_core.names import CORS_ALLOW_ORIGIN_ENV, METRICS_NAMESPACE, METRICS_SERVICE, MODEL_ID_ENV, POINTER_TABLE, POINTER_TABLE_ENV, SERVED_MODELS_ENV
 from inference_code.contract import ParsedRequest, decode_attributes, encode_request, load_json, media_type, parse_payload
-from inference_code.errors import RequestError
+from inference_code.errors import RequestError, listed, quoted
 from promotion.pointer import SPACE_PATTERN
 
 SERVICE = METRICS_SERVICE
@@ -212,7 +213,34 @@ def invalid_body(problems: list) -> ApiError:
     code = "unknown_field" if "extra_forbidden" in kinds else "invalid_type" if kinds & {"string_type", "list_type", "model_type"} else "invalid_request"
     first = problems[0] if problems else {}
     where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    return ApiError(400, code, f"{where}: {first.get('msg', 'invalid request')}")
+    return ApiError(400, code, f"{quoted(where)[1:-1]}: {first.get('msg', 'invalid request')}")
+
+
+MAX_BATCH_SIZE = max((c.serving.limits.max_batch_size for c in SERVED.values()), default=32)
+_OPENAI_FIELDS = frozenset(OpenAIEmbeddingRequest.model_fields)
+
+
+def check_openai_envelope(payload: object) -> None:
+    """What Pydantic would refuse only after one error per item (a 4 MB list of numbers is ~2 M errors: gigabytes
+    and tens of seconds), refused first in bounded work: an object of known fields, `input` one kind and no longer
+    than any served model takes, each image item exactly {"image": ...}."""
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_request", "the request body must be a JSON object")
+    unknown = [key for key in payload if key not in _OPENAI_FIELDS]
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s) {listed(unknown)}; expected {sorted(_OPENAI_FIELDS)}")
+    items = payload.get("input")
+    if not isinstance(items, list):
+        items = [items]
+    elif len(items) > MAX_BATCH_SIZE:
+        raise ApiError(413, "batch_too_large", f"'input' holds {len(items)} items; at most {MAX_BATCH_SIZE} are accepted")
+    if len({type(item) for item in items}) > 1:
+        raise ApiError(400, "invalid_type", "'input' must hold one kind of item: strings, or {\"image\": base64} objects")
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and set(item) != {"image"}:
+            extra = [key for key in item if key != "image"]
+            raise ApiError(400, "unknown_field" if extra else "invalid_request",
+                           f"'input[{index}]' must be {{\"image\": base64}}" + (f"; unknown field(s) {listed(extra)}" if extra else ""))
 
 
 def request_body() -> bytes:
@@ -222,7 +250,12 @@ def request_body() -> bytes:
     if media_type(event.headers.get("content-type") or event.headers.get("Content-Type")) != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the request as Content-Type: application/json")
     body = event.body or ""
-    return base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8", "surrogatepass")
+    if not event.is_base64_encoded:
+        return body.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
+        raise ApiError(400, "invalid_base64", "the request body is marked base64-encoded but is not valid base64") from None
 
 
 def check_size(body: bytes, max_bytes: int) -> None:
@@ -349,15 +382,14 @@ def openai_embeddings(body: OpenAIEmbeddingRequest = None):  # `body` documents 
     raw = request_body()
     check_size(raw, MAX_REQUEST_BYTES)  # the largest any served model takes: the model is named inside
     payload = parse_request_json(raw)
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_request", "the request body must be a JSON object")
+    check_openai_envelope(payload)
     try:
         request = OpenAIEmbeddingRequest.model_validate(payload)
     except ValidationError as error:
-        raise invalid_body(error.errors()) from None
+        raise invalid_body(error.errors(include_url=False, include_context=False, include_input=False)) from None
     config = BY_NAME.get(request.model)
     if config is None:
-        raise ApiError(400, "unknown_model", f"unknown model {request.model!r}; available: {sorted(SERVED)}")
+        raise ApiError(400, "unknown_model", f"unknown model {quoted(request.model)}; available: {sorted(SERVED)}")
     _set_model(config.model_id)
     check_size(raw, config.serving.limits.max_request_bytes)
     items = request.input if isinstance(request.input, list) else [request.input]
