@@ -27,6 +27,7 @@ from typing import Callable
 from clip_core.model_config import ModelConfig, load_model_config
 from clip_core.names import (BOOTSTRAP_STACK, BUCKET_ENV, PLANNER_FUNCTION, PROJECT, SERVING_STACK, SMOKE_TEST_FUNCTION, STATE_MACHINE,
                              artifact_bucket_name)
+from model_build.weights_source import RANDOM_INIT
 
 STATE_FILE = Path(".local/state.json")
 # B/32 by default: exporting and quantising L/14 takes minutes on a laptop (add it with --models).
@@ -64,15 +65,15 @@ def choose_models(settings: LocalSettings, log) -> tuple[list[ModelConfig], str]
     configs = [load_model_config(m) for m in settings.models]
     if settings.random_weights:
         log("  weights: random init (--random-weights): embeddings are meaningless, for trying the system only")
-        return configs, "random"
+        return configs, RANDOM_INIT
     if all(c.demo_only for c in configs):
-        return configs, "random"
+        return configs, RANDOM_INIT
     missing = [(c, why) for c in configs if not c.demo_only for ok, why in [pretrained_available(c)] if not ok]
     if not missing:
         return configs, "pretrained"
     reasons = "; ".join(f"pretrained weights for {config.model_id} cannot be had here: {why}" for config, why in missing)
     log(f"  ! {reasons}: serving the tiny demo model instead (64-d, random weights; --random-weights for the full-size architectures at random init)")
-    return [load_model_config("clip-tiny")], "random"
+    return [load_model_config("clip-tiny")], RANDOM_INIT
 
 
 def fetch_weights(configs: list[ModelConfig], log) -> None:
@@ -494,7 +495,7 @@ def build(model_id: str, parameters: dict, workdir: Path = Path(".local")):
     session = control_plane_session(workdir)
     config = load_model_config(model_id)
     if config.demo_only:
-        parameters = {"WeightsSource": "random", **parameters}  # demo models have no released weights
+        parameters = {"WeightsSource": RANDOM_INIT, **parameters}  # demo models have no released weights
     pipeline_settings = local_pipeline_settings(os.environ.get(BUCKET_ENV) or artifact_bucket_name(ACCOUNT, REGION))
     result = run_pipeline_locally(config, pipeline_settings, Path(workdir) / "pipeline-runs", parameters,
                                   log=lambda line: print(line, file=sys.stderr), session=session)
