@@ -15,7 +15,6 @@ local_mode/recovery.py folds them; local_mode/restore.py re-creates the control 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 from clip_core.s3_uri import split_s3_uri
+from inference_code.manifest import sha256_file
 from local_mode.recovery import JournalState, create_request, fold, registry_changes, s3_uris, snapshot_prefix
 
 
@@ -39,7 +39,7 @@ class Journal:
         event = {"kind": kind, "at": time.time(), "pid": os.getpid(), **fields}
         self.events_dir.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{kind}.json"
-        _write_atomically(self.events_dir / name, json.dumps(event, indent=1, default=str).encode())
+        write_atomically(self.events_dir / name, json.dumps(event, indent=1, default=str).encode())
         return event
 
     def events(self) -> list[dict]:
@@ -57,25 +57,18 @@ class Journal:
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.objects_dir, delete=False) as handle:
             s3.download_fileobj(bucket, key, handle)
-        digest = file_sha256(Path(handle.name))
+        digest = sha256_file(handle.name)
         os.replace(handle.name, self.object_path(digest))
         return {"uri": uri, "sha256": digest}
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """The whole file or none of it, whoever reads it (another process, or after a kill)."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(handle.name, path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _snapshot(journal: Journal, s3, described: dict) -> list[dict]:

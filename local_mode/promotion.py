@@ -41,6 +41,13 @@ class WorkflowRun:
     error: str | None
 
 
+def set_approval(sagemaker, arn: str, status: str, metadata: dict | None = None) -> None:
+    """Change a package's approval status (and its metadata, in the same call), as a person does in the Model Registry;
+    a moment after its registration: the planner checks that the approval is a later change, and moto counts milliseconds."""
+    time.sleep(0.01)
+    sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status, **({"CustomerMetadataProperties": metadata} if metadata else {}))
+
+
 def approval_event(package: dict) -> dict:
     return {
         "version": "0", "id": str(uuid.uuid4()), "detail-type": "SageMaker Model Package State Change", "source": "aws.sagemaker",

@@ -22,7 +22,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from local_mode.inference_servers import PID_FILE
-from local_mode.journal import Journal, file_sha256
+from inference_code.manifest import sha256_file
+from local_mode.journal import Journal
 from local_mode.recovery import PENDING, control_plane_lost, orphaned_servers, recovery_report, restore_steps, running_elsewhere
 
 
@@ -87,7 +88,7 @@ def _upload(journal: Journal, s3, objects: list[dict]) -> None:
 
     for item in objects:
         path = journal.object_path(item["sha256"])
-        if not path.is_file() or file_sha256(path) != item["sha256"]:
+        if not path.is_file() or sha256_file(path) != item["sha256"]:
             raise RuntimeError(f"the journal's copy of {item['uri']} ({path}) is missing or does not match its recorded sha256 {item['sha256']}")
         bucket, key = split_s3_uri(item["uri"])
         try:
@@ -99,6 +100,7 @@ def _upload(journal: Journal, s3, objects: list[dict]) -> None:
 
 def restore_registry(journal: Journal, sagemaker, s3, configs, log) -> set[str]:
     """Re-create each model's registered versions, with their approval status; return the model ids restored."""
+    from local_mode.promotion import set_approval
     from pipeline.aws import ensure_model_package_group
 
     state = journal.state()
@@ -119,10 +121,7 @@ def restore_registry(journal: Journal, sagemaker, s3, configs, log) -> set[str]:
             if not arn.endswith(f"/{step.version}"):
                 raise RuntimeError(f"restoring {group} version {step.version} created {arn}: the registry was not empty")
             if step.status != PENDING:
-                time.sleep(0.01)  # an approval is a later change than the registration (the planner checks; moto counts milliseconds)
-                metadata = step.record.metadata if step.record and step.record.metadata else {}
-                sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=step.status,
-                                               **({"CustomerMetadataProperties": metadata} if metadata else {}))
+                set_approval(sagemaker, arn, step.status, step.record.metadata if step.record else None)
         for line in recovery_report(state, group):
             log(f"   {line}")
         restored.add(config.model_id)

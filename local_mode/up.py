@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from clip_core.model_config import ModelConfig, load_model_config
-from clip_core.names import (BOOTSTRAP_STACK, BUCKET_ENV, PLANNER_FUNCTION, PROJECT, SERVING_STACK, SMOKE_TEST_FUNCTION, STATE_MACHINE,
-                             artifact_bucket_name)
+from clip_core.names import (BOOTSTRAP_STACK, BUCKET_ENV, PLANNER_FUNCTION, SERVING_STACK, SMOKE_TEST_FUNCTION, STATE_MACHINE,
+                             artifact_bucket_name, model_resource_name)
 from model_build.weights_source import RANDOM_INIT
 
 STATE_FILE = Path(".local/state.json")
@@ -78,14 +78,15 @@ def choose_models(settings: LocalSettings, log) -> tuple[list[ModelConfig], str]
 
 def fetch_weights(configs: list[ModelConfig], log) -> None:
     """Download the pinned weights files now, with a progress bar, before the pipeline's Package step reads them from the cache."""
-    from model_build.weights import fetch_pinned_file, file_sha256, pinned_file_path
+    from inference_code.manifest import sha256_file
+    from model_build.weights import fetch_pinned_file, pinned_file_path
 
     for config in configs:
         pin = config.open_clip.weights_file
         if pin is None:
             continue
         path = pinned_file_path(pin)
-        if path.is_file() and file_sha256(path) == pin.sha256:
+        if path.is_file() and sha256_file(path) == pin.sha256:
             log(f"   {config.model_id}: {path} (cached, sha256 verified)")
             continue
         log(f"   {config.model_id}: downloading {pin.url} into {path.parent} (resumable: run again after an interruption)")
@@ -95,10 +96,11 @@ def fetch_weights(configs: list[ModelConfig], log) -> None:
 
 
 def write_state(path: Path, data: dict) -> None:
+    """Its readers (other commands, the tests polling it) never see half a file."""
+    from local_mode.journal import write_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)  # its readers (other commands, the tests polling it) never see half a file
+    write_atomically(path, json.dumps(data, indent=2).encode())
 
 
 @dataclass
@@ -215,6 +217,7 @@ def build_models(mode: LocalMode) -> None:
 
 def build_model(mode: LocalMode, config: ModelConfig, pipeline_settings) -> None:
     from local_mode.journal import sync_registry
+    from local_mode.promotion import set_approval
     from pipeline.aws import run_pipeline_locally
 
     if config.model_id in SLOW_BUILDS:
@@ -227,8 +230,7 @@ def build_model(mode: LocalMode, config: ModelConfig, pipeline_settings) -> None
     mode.log(f"   registered {result.model_package_arn} (PendingManualApproval) after {time.monotonic() - started:.0f} s")
     mode.log(f"   {golden_case(mode.workdir / 'pipeline-runs' / result.execution_id)}")
     if mode.settings.approve:
-        time.sleep(0.01)  # an approval is a later change than the registration (the planner checks; moto counts milliseconds)
-        mode.session.client("sagemaker").update_model_package(ModelPackageArn=result.model_package_arn, ModelApprovalStatus="Approved")
+        set_approval(mode.session.client("sagemaker"), result.model_package_arn, "Approved")
         mode.log("   approved (--approve)")
     sync_registry(mode.journal, mode.session.client("sagemaker"), mode.session.client("s3"), [config.registry.model_package_group], "--approve")
 
@@ -248,7 +250,7 @@ def start_api(mode: LocalMode) -> None:
     from local_mode.api_gateway import LocalApiGateway
     from local_mode.promotion import LocalPromoter
 
-    mode.gateway = LocalApiGateway(mode.configs, mode.session.client("lambda"), PROJECT + "-{model_id}", port=mode.settings.api_port,
+    mode.gateway = LocalApiGateway(mode.configs, mode.session.client("lambda"), model_resource_name("{model_id}"), port=mode.settings.api_port,
                                    lambda_log=mode.lambda_log, runtime_environment=lambda_runtime_environment(mode)).start()
     mode.status.api_url, mode.status.control_plane_url = mode.gateway.url, mode.control_plane.url
     mode.promoter = LocalPromoter(mode.session, mode.control_plane, mode.router, mode.servers, mode.state_machine_arn, mode.log)
@@ -468,6 +470,7 @@ def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_s
     decision to move the stable URL to the version's embedding space (issue 17): the package's
     `adopt_space` metadata, set to its own `space`, in the same call as the approval."""
     from local_mode.journal import journal_for, record_status
+    from local_mode.promotion import set_approval
     from promotion.plan import ADOPT_SPACE_KEY, SPACE_KEY
 
     sagemaker = control_plane_session(workdir).client("sagemaker")
@@ -475,13 +478,13 @@ def approve(model_id: str, version: int, workdir: Path = Path(".local"), adopt_s
     for package in sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
         if package["ModelPackageVersion"] == version:
             arn = package["ModelPackageArn"]
-            recorded = {}
+            recorded = None
             if adopt_space:
                 space = sagemaker.describe_model_package(ModelPackageName=arn).get("CustomerMetadataProperties", {}).get(SPACE_KEY)
                 if not space:
                     raise SystemExit(f"{model_id} version {version} records no embedding space: there is nothing to adopt")
-                recorded = {"CustomerMetadataProperties": {ADOPT_SPACE_KEY: space}}
-            sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", **recorded)
+                recorded = {ADOPT_SPACE_KEY: space}
+            set_approval(sagemaker, arn, "Approved", recorded)
             record_status(journal_for(workdir), sagemaker, arn, "clip-api local approve")
             return arn
     raise SystemExit(f"{model_id} has no version {version} in the local registry")

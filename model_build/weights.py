@@ -107,14 +107,6 @@ def offline() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("CLIP_API_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pinned_file_path(pin: PinnedWeightsFile, cache_dir: Path | str | None = None) -> Path:
     return Path(cache_dir or weights_cache_dir()) / Path(urllib.parse.urlparse(pin.url).path).name
 
@@ -167,7 +159,7 @@ def fetch_pinned_file(pin: PinnedWeightsFile, cache_dir: Path | str | None = Non
     target = pinned_file_path(pin, cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file():
-        actual = file_sha256(target)
+        actual = sha256_file(target)
         if actual == pin.sha256:
             return target
         log(f"{target} has sha256 {actual}, not the pinned {pin.sha256}: it is not used; downloading the pinned file")
@@ -176,7 +168,7 @@ def fetch_pinned_file(pin: PinnedWeightsFile, cache_dir: Path | str | None = Non
         raise WeightsUnavailableError(f"offline (CLIP_API_OFFLINE/HF_HUB_OFFLINE) and {target} is not in the cache")
     part = target.with_name(target.name + ".part")
     _download(pin.url, part, _show_progress() if progress is None else progress)
-    actual = file_sha256(part)
+    actual = sha256_file(part)
     if actual != pin.sha256:
         part.unlink()
         raise WeightsDigestMismatch(
@@ -288,7 +280,7 @@ def pretrained_available(config: ModelConfig, timeout_s: float = 3.0) -> tuple[b
     if pin is None:
         return False, f"{config.model_id} pins no weights file"
     path = pinned_file_path(pin)
-    if path.is_file() and file_sha256(path) == pin.sha256:
+    if path.is_file() and sha256_file(path) == pin.sha256:
         return True, f"{path} is in the cache (sha256 verified)"
     if offline():
         return False, "offline (CLIP_API_OFFLINE/HF_HUB_OFFLINE) and the weights are not in the cache"
