@@ -9,9 +9,11 @@ crashes are restarted with a growing delay (up to 30 s).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.request
@@ -19,9 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_core.s3_uri import split_s3_uri
+from inference_code.artifact import open_artifact
 
 
-PID_FILE = "server.pid"  # beside the endpoint's model.tar.gz: a killed up-loop leaves its servers running, the next one stops them
+PID_FILE = "server.pid"  # beside the endpoint's model: a killed up-loop leaves its servers running, the next one stops them
+
+
+def served_model(endpoint_dir: Path) -> Path:
+    """The extracted model an endpoint's server serves, as SageMaker extracts model.tar.gz to /opt/ml/model before the container
+    starts: in the workdir, so a server that is killed (SIGKILL runs no cleanup) leaves no extraction in the temp directory."""
+    return endpoint_dir / "model"
 
 
 def write_pid_file(endpoint_dir: Path, pid: int) -> None:
@@ -71,8 +80,14 @@ class InferenceServers:
         target = self.workdir / "endpoints" / endpoint / "model.tar.gz"
         target.parent.mkdir(parents=True, exist_ok=True)
         self.s3.download_file(bucket, key, str(target))
+        model = served_model(target.parent)
+        shutil.rmtree(model, ignore_errors=True)
+        try:
+            open_artifact(target, extract_to=model)
+        except (tarfile.TarError, OSError) as error:
+            raise RuntimeError(f"the model of {endpoint} could not be extracted: {error}") from None
         port = free_port()
-        command = self.command(target, port)
+        command = self.command(model, port)
         with open(target.parent / "server.log", "w") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(environment or {})})
         write_pid_file(target.parent, process.pid)
@@ -124,6 +139,8 @@ class InferenceServers:
                 server.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.process.kill()
+                server.process.wait()
+            shutil.rmtree(served_model(self.workdir / "endpoints" / endpoint), ignore_errors=True)
             self.log(f"    stopped the inference server for {endpoint}")
 
     def stop_all(self) -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from local_mode.inference_servers import PID_FILE
+from local_mode.inference_servers import PID_FILE, served_model
 from inference_code.manifest import sha256_file
 from local_mode.journal import Journal
 from local_mode.recovery import PENDING, control_plane_lost, orphaned_servers, recovery_report, restore_steps, running_elsewhere
@@ -66,7 +66,7 @@ def stop_orphaned_servers(workdir: Path, log) -> list[int]:
     records = []
     for path in pid_files:
         pid = int(path.read_text().strip() or 0)
-        records.append((str(path.parent / "model.tar.gz"), pid, _command_line(pid) if pid > 0 and _alive(pid) else None))
+        records.append((str(served_model(path.parent)), pid, _command_line(pid) if pid > 0 and _alive(pid) else None))
     orphans = orphaned_servers(records)
     for pid in orphans:
         os.kill(pid, signal.SIGTERM)

@@ -7,11 +7,13 @@ be answered correctly and on time.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
 import sys
+import tarfile
 import textwrap
 import time
 import urllib.request
@@ -145,14 +147,24 @@ def test_a_crashed_inference_server_is_restarted_and_says_so(moto_aws, tmp_path,
 
     from local_mode.inference_servers import InferenceServers
 
-    boto3.client("s3", region_name="us-east-1").put_object(Bucket="clip-test-bucket", Key="m/model.tar.gz", Body=b"stub")
+    archive = io.BytesIO()  # the stub server serves nothing, but the model is extracted before it starts, as SageMaker does
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        manifest = tarfile.TarInfo("manifest.json")
+        manifest.size = 2
+        tar.addfile(manifest, io.BytesIO(b"{}"))
+    boto3.client("s3", region_name="us-east-1").put_object(Bucket="clip-test-bucket", Key="m/model.tar.gz", Body=archive.getvalue())
     script = tmp_path / "stub_server.py"
     script.write_text(STUB_SERVER)
-    monkeypatch.setattr(InferenceServers, "command", staticmethod(lambda model_path, port: [sys.executable, str(script), str(port)]))
+    served: list[str] = []
+    monkeypatch.setattr(InferenceServers, "command", staticmethod(lambda model_path, port: served.append(str(model_path)) or
+                                                                  [sys.executable, str(script), str(port)]))
     lines: list[str] = []
     servers = InferenceServers(boto3.client("s3", region_name="us-east-1"), tmp_path, lines.append, check_interval_s=0.1, restart_delay_s=0.2)
     try:
         server = servers.start("clip-tiny-v1", "s3://clip-test-bucket/m/model.tar.gz", timeout_s=20)
+        model = tmp_path / "endpoints" / "clip-tiny-v1" / "model"
+        # the server is given the extraction in the workdir: a SIGKILL leaves nothing in the temp directory
+        assert served == [str(model)] and (model / "manifest.json").is_file()
         first = ping(server.port)
         assert first == server.process.pid
         os.kill(first, signal.SIGKILL)
@@ -164,7 +176,7 @@ def test_a_crashed_inference_server_is_restarted_and_says_so(moto_aws, tmp_path,
         # a deliberate stop is not a crash: no restart after it
         servers.stop("clip-tiny-v1")
         time.sleep(0.5)
-        assert ping(server.port) is None
+        assert ping(server.port) is None and not model.exists()
     finally:
         servers.stop_all()
 

@@ -214,12 +214,12 @@ def test_journal_events_are_whole_files_in_order(tmp_path):
 
 
 def test_servers_left_by_a_killed_up_loop_are_stopped(tmp_path):
-    from local_mode.inference_servers import write_pid_file
+    from local_mode.inference_servers import served_model, write_pid_file
     from local_mode.restore import stop_orphaned_servers
 
     endpoint = tmp_path / "endpoints" / "clip-tiny-v1"
     endpoint.mkdir(parents=True)
-    model = str(endpoint / "model.tar.gz")
+    model = str(served_model(endpoint))
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "inference_code", "--model-dir", model])
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     other = tmp_path / "endpoints" / "clip-tiny-v2"
